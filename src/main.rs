@@ -140,6 +140,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(EXIT_BAD_INPUT);
             };
             let rs = palisade_compile::compile(&p, &Default::default());
+            let bad = palisade_compile::selfcheck(&p, &rs);
+            if !bad.is_empty() {
+                anyhow::bail!(
+                    "internal error: the compiled ruleset does not keep the policy \
+                     (please report this): {bad:?}"
+                );
+            }
             let text = match target {
                 Target::Nft => palisade_compile::nft::render(&rs),
                 Target::Ir => serde_json::to_string_pretty(&rs)? + "\n",

@@ -248,9 +248,17 @@ impl Builder<'_> {
     /// Empty for exposures no outside source satisfies.
     fn sources(&self, expose: &Exposure, f: Family) -> Vec<Vec<Match>> {
         match expose {
-            Exposure::Public => vec![vec![]],
+            Exposure::Public => vec![vec![Match::Family(f)]],
             Exposure::Groups(groups) => groups
                 .iter()
+                .filter(|g| {
+                    // A group without addresses of this family matches
+                    // nothing; leave its rule out.
+                    self.policy.groups[g.as_str()]
+                        .nets
+                        .iter()
+                        .any(|n| f.contains(n))
+                })
                 .map(|g| {
                     vec![Match::Saddr {
                         family: f,

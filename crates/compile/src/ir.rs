@@ -193,6 +193,8 @@ impl CtState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Match {
+    /// The packet is IPv4 or IPv6 (`meta nfproto`).
+    Family(Family),
     /// Input interface is the loopback (`iif "lo"`).
     IifLo,
     /// Output interface is the loopback.

@@ -8,8 +8,10 @@ pub mod build;
 pub mod ir;
 pub mod nft;
 pub mod resolve;
+pub mod selfcheck;
 pub mod trace;
 
 pub use build::compile;
 pub use ir::Ruleset;
 pub use resolve::{Resolution, ResolvedService};
+pub use selfcheck::{selfcheck, Mismatch};

@@ -154,6 +154,8 @@ fn ifaces_text(i: &Ifaces, negate: bool) -> String {
 
 fn match_text(m: &Match) -> String {
     match m {
+        Match::Family(Family::V4) => "meta nfproto ipv4".into(),
+        Match::Family(Family::V6) => "meta nfproto ipv6".into(),
         Match::IifLo => "iif \"lo\"".into(),
         Match::OifLo => "oif \"lo\"".into(),
         Match::Iifname { ifaces, negate } => {

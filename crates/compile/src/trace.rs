@@ -301,8 +301,11 @@ fn run_chain(
             Action::Jump(target) => {
                 t.steps.push(step(chain, r, &text, "jump"));
                 if let Some(c) = rs.chain(target) {
-                    if let Some(v) = run_chain(rs, c, p, t, depth + 1) {
-                        return Some(v);
+                    if let Some((accepted, _, inner)) = run_chain(rs, c, p, t, depth + 1)
+                    {
+                        // Name the rule that sent the packet there: that is
+                        // the policy statement a user recognises.
+                        return Some((accepted, id, format!("{text} -> {inner}")));
                     }
                 }
             }
@@ -322,6 +325,7 @@ fn step(chain: &Chain, r: &Rule, text: &str, effect: &str) -> Step {
 
 fn matches(rs: &Ruleset, m: &Match, p: &Packet) -> bool {
     match m {
+        Match::Family(f) => *f == p.family,
         Match::IifLo => p.iif == Iface::Lo,
         Match::OifLo => p.oif == Iface::Lo,
         Match::Iifname { ifaces, negate } => iface_in(rs, ifaces, &p.iif) != *negate,

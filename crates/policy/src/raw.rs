@@ -13,6 +13,7 @@ use serde::Deserialize;
 /// A palisade policy file.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "palisade policy")]
 pub struct RawPolicy {
     /// Format version of this file. Only 1 exists.
     pub version: Option<u32>,
