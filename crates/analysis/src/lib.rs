@@ -1,0 +1,7 @@
+//! palisade's analysis: the host's real firewall state, read into one model.
+//!
+//! [`iptables`] parses `iptables-save` and `ip6tables-save` output (nft and
+//! legacy backends print the same format). The packet-path model that
+//! evaluates it builds on these types.
+
+pub mod iptables;
