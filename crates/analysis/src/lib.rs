@@ -4,4 +4,7 @@
 //! legacy backends print the same format). The packet-path model that
 //! evaluates it builds on these types.
 
+pub mod compose;
+pub mod findings;
 pub mod iptables;
+pub mod runtime;
