@@ -6,5 +6,6 @@
 
 pub mod compose;
 pub mod findings;
+pub mod init;
 pub mod iptables;
 pub mod runtime;
