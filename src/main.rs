@@ -60,8 +60,96 @@ enum Command {
         #[arg(short = '6', long)]
         ipv6: bool,
     },
+    /// Audit a compose file: how each container runs and what it
+    /// publishes. Exit 1 when findings at or above --fail-on exist.
+    Audit {
+        /// docker-compose file to audit.
+        #[arg(long)]
+        compose: PathBuf,
+        /// Lowest severity that makes the exit code 1.
+        #[arg(long, value_enum, default_value_t = FailOn::High)]
+        fail_on: FailOn,
+    },
+    /// Write a starting policy for a compose file to stdout.
+    Init {
+        /// docker-compose file to start from.
+        #[arg(long)]
+        from_compose: PathBuf,
+    },
+    /// Apply a policy: resolve its services through Docker, load palisade's
+    /// table in one transaction, and roll back unless confirmed in time.
+    Apply {
+        /// Policy file; the built-in trading-bot policy if omitted.
+        policy: Option<PathBuf>,
+        /// Print the exact change against what is loaded; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Roll back by itself unless `palisade confirm` runs within this
+        /// time (e.g. 60s, 2m). Default from an SSH session: 120s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        confirm_within: Option<std::time::Duration>,
+        /// No implicit confirmation window for SSH sessions.
+        #[arg(long)]
+        yes: bool,
+        /// Apply even if it would cut the SSH session this runs from.
+        #[arg(long)]
+        force: bool,
+        /// Docker Engine API address (default: DOCKER_HOST or the socket).
+        #[arg(long)]
+        docker_host: Option<String>,
+        /// Do not ask Docker: service sets stay empty (match nothing).
+        #[arg(long, conflicts_with = "docker_host")]
+        no_docker: bool,
+        /// Where the rollback point and pending confirmation live.
+        #[arg(long, default_value = palisade_enforce::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Keep the ruleset applied last; its automatic rollback is cancelled.
+    Confirm {
+        #[arg(long, default_value = palisade_enforce::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Go back to the ruleset from before the last apply, now.
+    Rollback {
+        #[arg(long, default_value = palisade_enforce::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// The detached process that rolls back an unconfirmed apply.
+    #[command(hide = true)]
+    RollbackWatch {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        deadline_unix: u64,
+        #[arg(long)]
+        netns: Option<String>,
+    },
     /// Print the JSON Schema of the policy format.
     Schema,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FailOn {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl FailOn {
+    fn severity(self) -> palisade_analysis::findings::Severity {
+        use palisade_analysis::findings::Severity;
+        match self {
+            FailOn::Info => Severity::Info,
+            FailOn::Low => Severity::Low,
+            FailOn::Medium => Severity::Medium,
+            FailOn::High => Severity::High,
+            FailOn::Critical => Severity::Critical,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,6 +167,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match run(cli) {
@@ -180,6 +269,109 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
+        Command::Audit { compose, fail_on } => {
+            let Some((file, text, shown)) = read_compose(&compose) else {
+                return Ok(EXIT_BAD_INPUT);
+            };
+            let findings = palisade_analysis::runtime::audit(&file, &text, &shown);
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+                Format::Human => {
+                    for f in &findings {
+                        println!("{f}");
+                    }
+                    println!("{} findings", findings.len());
+                }
+            }
+            let worst = findings.iter().map(|f| f.severity).max();
+            Ok(match worst {
+                Some(w) if w >= fail_on.severity() => EXIT_FINDINGS,
+                _ => EXIT_OK,
+            })
+        }
+        Command::Init { from_compose } => {
+            let Some((file, _, shown)) = read_compose(&from_compose) else {
+                return Ok(EXIT_BAD_INPUT);
+            };
+            print!(
+                "{}",
+                palisade_analysis::init::policy_from_compose(&file, &shown)
+            );
+            Ok(EXIT_OK)
+        }
+        Command::Apply {
+            policy,
+            dry_run,
+            confirm_within,
+            yes,
+            force,
+            docker_host,
+            no_docker,
+            state_dir,
+        } => {
+            let Some(p) = load(policy.as_ref(), format) else {
+                return Ok(EXIT_BAD_INPUT);
+            };
+            let mut o = palisade_enforce::ApplyOptions::new(p);
+            o.dry_run = dry_run;
+            o.confirm_within = confirm_within;
+            o.yes = yes;
+            o.force = force;
+            o.docker_host = docker_host;
+            o.state_dir = state_dir;
+            if no_docker {
+                o.resolution = Some(Default::default());
+            }
+            let report = match palisade_enforce::apply(&o) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("palisade: apply: {e}");
+                    return Ok(if e.is_bad_input() {
+                        EXIT_BAD_INPUT
+                    } else {
+                        EXIT_FINDINGS
+                    });
+                }
+            };
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Human => print_apply(&report),
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Confirm { state_dir } => {
+            let r = palisade_enforce::confirm(&state_dir)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string(&r)?),
+                Format::Human => println!("confirmed: the ruleset stays ({})", r.token),
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Rollback { state_dir } => {
+            let r =
+                palisade_enforce::rollback(&state_dir, &palisade_enforce::Nft::host())?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string(&r)?),
+                Format::Human => println!("rolled back: {}", r.restored),
+            }
+            Ok(EXIT_OK)
+        }
+        Command::RollbackWatch {
+            state_dir,
+            token,
+            deadline_unix,
+            netns,
+        } => {
+            let args = palisade_enforce::WatchArgs {
+                state_dir,
+                token,
+                deadline_unix,
+                netns,
+            };
+            let outcome = palisade_enforce::rollback_watch(&args)?;
+            tracing::info!(?outcome, "rollback watcher done");
+            Ok(EXIT_OK)
+        }
         Command::Schema => {
             println!("{}", palisade_policy::json_schema());
             Ok(EXIT_OK)
@@ -198,4 +390,61 @@ fn print_trace(t: &palisade_compile::trace::Trace) {
     }
     let verdict = if t.accepted { "ACCEPT" } else { "DROP" };
     println!("verdict: {verdict} by {} ({})", t.decided_by, t.rule_text);
+}
+
+/// Reads and parses a compose file; errors are printed here.
+fn read_compose(
+    path: &std::path::Path,
+) -> Option<(palisade_analysis::compose::ComposeFile, String, String)> {
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("palisade: {shown}: cannot read the compose file: {e}");
+            return None;
+        }
+    };
+    match palisade_analysis::compose::parse(&text, &shown) {
+        Ok(file) => Some((file, text, shown)),
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            None
+        }
+    }
+}
+
+fn print_apply(r: &palisade_enforce::ApplyReport) {
+    if r.dry_run {
+        if r.diff.is_empty() {
+            println!("dry run {}: no change", r.place);
+        } else {
+            println!("dry run {}: this change would be applied:", r.place);
+            print!("{}", r.diff);
+        }
+    } else {
+        println!(
+            "applied {}: {} chains, {} rules, {} sets; services resolved: {}",
+            r.place,
+            r.chains,
+            r.rules,
+            r.sets,
+            r.services_resolved.len()
+        );
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    if let Some(p) = &r.pending {
+        println!(
+            "run `palisade confirm` within {}s or the previous ruleset comes back \
+             (token {})",
+            p.deadline_unix.saturating_sub(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            ),
+            p.token
+        );
+    }
 }

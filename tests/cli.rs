@@ -20,7 +20,10 @@ fn check_accepts_the_builtin_and_the_example() {
         .assert()
         .success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
-    assert!(stdout.contains("ok (7 services, 6 flows, 2 groups)"), "{stdout}");
+    assert!(
+        stdout.contains("ok (7 services, 6 flows, 2 groups)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -36,7 +39,10 @@ fn a_broken_policy_exits_2_naming_file_line_and_column() {
     let place = format!("{}:4:10", path.display());
     assert!(stderr.contains(&place), "{stderr}");
     assert!(stderr.contains("unknown group `admins`"), "{stderr}");
-    assert!(stderr.contains("hint: define it under [groups]"), "{stderr}");
+    assert!(
+        stderr.contains("hint: define it under [groups]"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -48,7 +54,8 @@ fn check_json_lists_every_error() {
         .arg(&path)
         .assert()
         .code(2);
-    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.get_output().stdout).expect("json");
     assert_eq!(v["ok"], false);
     assert_eq!(v["errors"].as_array().expect("errors").len(), 2);
     assert_eq!(v["errors"][0]["line"], 2);
@@ -56,9 +63,15 @@ fn check_json_lists_every_error() {
 
 #[test]
 fn a_missing_file_is_bad_input() {
-    let out = palisade().args(["check", "/nonexistent/p.toml"]).assert().code(2);
+    let out = palisade()
+        .args(["check", "/nonexistent/p.toml"])
+        .assert()
+        .code(2);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
-    assert!(stderr.contains("/nonexistent/p.toml: cannot read the policy"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/p.toml: cannot read the policy"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -84,7 +97,10 @@ fn trace_prints_verdict_and_rule() {
         .assert()
         .success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
-    assert!(stdout.contains("verdict: DROP by input:input-default"), "{stdout}");
+    assert!(
+        stdout.contains("verdict: DROP by input:input-default"),
+        "{stdout}"
+    );
     let out = palisade()
         .args([
             "--format",
@@ -96,13 +112,15 @@ fn trace_prints_verdict_and_rule() {
         ])
         .assert()
         .success();
-    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.get_output().stdout).expect("json");
     assert_eq!(v["accepted"], true);
 }
 
 #[test]
 fn schema_is_json() {
     let out = palisade().arg("schema").assert().success();
-    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.get_output().stdout).expect("json");
     assert_eq!(v["title"], "palisade policy");
 }

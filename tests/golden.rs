@@ -20,7 +20,11 @@ fn cases() -> Vec<PathBuf> {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 3, "golden cases missing under {}", root.display());
+    assert!(
+        dirs.len() >= 3,
+        "golden cases missing under {}",
+        root.display()
+    );
     dirs
 }
 
@@ -69,7 +73,8 @@ fn compiling_twice_gives_the_same_bytes() {
 fn every_golden_ruleset_loads_in_the_kernel() {
     let ns = common::Netns::new("golden");
     for dir in cases() {
-        let text = std::fs::read_to_string(dir.join("expected.nft")).expect("golden file");
+        let text =
+            std::fs::read_to_string(dir.join("expected.nft")).expect("golden file");
         let out = ns.nft_stdin(&["-c", "-f", "-"], &text);
         assert!(
             out.status.success(),
@@ -92,5 +97,15 @@ fn every_golden_ruleset_loads_in_the_kernel() {
         let listed = String::from_utf8_lossy(&listed.stdout);
         let chains_expected = text.matches("\tchain ").count();
         assert_eq!(listed.matches("\tchain ").count(), chains_expected);
+
+        // nft's own listing is what a rollback restores: it must load back.
+        let reload = format!("{}{listed}", nft::remove_script());
+        let out = ns.nft_stdin(&["-c", "-f", "-"], &reload);
+        assert!(
+            out.status.success(),
+            "{}: nft cannot read its own listing back:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

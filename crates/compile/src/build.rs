@@ -458,12 +458,11 @@ impl Builder<'_> {
             let host_port = port.publish.expect("published");
             let id = format!("publish-{svc}-{host_port}-{}", port.proto);
             for f in Family::BOTH {
+                // The transport match comes first: nft lists `ct original
+                // proto-dst` without its protocol dependency when one is
+                // already there, and only then can it read its own listing
+                // back (the rollback point is such a listing).
                 let base = vec![
-                    Match::CtDnat,
-                    Match::CtOrigDport {
-                        proto: port.proto,
-                        port: host_port,
-                    },
                     Match::Daddr {
                         family: f,
                         addrs: Addrs::Set(service_set(&svc, f)),
@@ -471,6 +470,11 @@ impl Builder<'_> {
                     Match::L4 {
                         proto: port.proto,
                         dports: vec![port.port],
+                    },
+                    Match::CtDnat,
+                    Match::CtOrigDport {
+                        proto: port.proto,
+                        port: host_port,
                     },
                     ct(&[CtState::New]),
                 ];
