@@ -5,6 +5,7 @@
 //! evaluates it builds on these types.
 
 pub mod compose;
+pub mod eval;
 pub mod findings;
 pub mod init;
 pub mod iptables;

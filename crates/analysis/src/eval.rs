@@ -1,0 +1,782 @@
+//! The packet-path model of an iptables host: follows one new connection
+//! through raw, mangle, nat and filter in the kernel's order, with user
+//! chains, jump/goto/return, chain policies and DNAT, and says whether it
+//! passes and which rules decide.
+//!
+//! Matches are three-valued. What the model knows (addresses, interfaces
+//! with `+` wildcards, protocols, ports, multiport, iprange, addrtype,
+//! conntrack state of a new connection, DNAT status) is decided; what it
+//! cannot know (rate limits, `recent`, ipsets without their contents,
+//! marks, MACs, owners, unknown modules) is "maybe", and both outcomes are
+//! followed. A connection is reported `Pass` or `Blocked` only when every
+//! path agrees; otherwise it `MayPass`. The model never claims a block it
+//! cannot prove.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::iptables::{Dump, Module, Rule, Verdict};
+
+/// What the host looks like around its firewall.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostInfo {
+    /// Addresses that belong to the host (any interface).
+    pub local: Vec<IpAddr>,
+    /// Routes: destination network and outgoing interface.
+    pub routes: Vec<(IpNet, String)>,
+}
+
+impl HostInfo {
+    pub fn is_local(&self, a: &IpAddr) -> bool {
+        a.is_loopback() || self.local.contains(a)
+    }
+
+    /// The interface the host would send `dst` out of (longest prefix).
+    pub fn route(&self, dst: &IpAddr) -> Option<&str> {
+        self.routes
+            .iter()
+            .filter(|(net, _)| net.contains(dst))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, dev)| dev.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+impl L4 {
+    fn name(self) -> &'static str {
+        match self {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+        }
+    }
+
+    fn number(self) -> &'static str {
+        match self {
+            L4::Tcp => "6",
+            L4::Udp => "17",
+        }
+    }
+}
+
+/// A new connection's first packet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: L4,
+    pub sport: u16,
+    pub dport: u16,
+    /// Input interface; `None` for packets the host itself sends.
+    pub iif: Option<String>,
+    /// Output interface, set once routed.
+    pub oif: Option<String>,
+    /// Original destination before DNAT, if DNAT happened.
+    pub orig_dst: Option<(IpAddr, u16)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    Pass,
+    Blocked,
+    /// Some paths pass, others do not, or a match could not be decided.
+    MayPass,
+}
+
+/// One rule that matched on the way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hit {
+    pub table: String,
+    pub chain: String,
+    /// Line in the dump; 0 for a chain policy.
+    pub line: usize,
+    pub text: String,
+    pub effect: String,
+    /// The match was not decidable.
+    pub maybe: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub fate: Fate,
+    /// The packet as it finally looks (after DNAT, routed).
+    pub packet: Packet,
+    /// The rules met on one deciding path (a passing one if any passes).
+    pub trail: Vec<Hit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tri {
+    Yes,
+    No,
+    Maybe,
+}
+
+impl Tri {
+    fn and(self, other: Tri) -> Tri {
+        match (self, other) {
+            (Tri::No, _) | (_, Tri::No) => Tri::No,
+            (Tri::Yes, Tri::Yes) => Tri::Yes,
+            _ => Tri::Maybe,
+        }
+    }
+
+    fn from(b: bool) -> Tri {
+        if b {
+            Tri::Yes
+        } else {
+            Tri::No
+        }
+    }
+
+    fn negate_if(self, neg: bool) -> Tri {
+        match (self, neg) {
+            (Tri::Yes, true) => Tri::No,
+            (Tri::No, true) => Tri::Yes,
+            (t, _) => t,
+        }
+    }
+}
+
+/// How a chain walk ended for one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum End {
+    Accept,
+    Drop,
+    /// RETURN, or the end of a user chain.
+    Return,
+}
+
+#[derive(Debug, Clone)]
+struct Path {
+    pkt: Packet,
+    trail: Vec<Hit>,
+    maybe: bool,
+}
+
+const NON_TERMINAL: &[&str] = &[
+    "LOG",
+    "NFLOG",
+    "ULOG",
+    "MARK",
+    "CONNMARK",
+    "TCPMSS",
+    "NOTRACK",
+    "CT",
+    "CHECKSUM",
+    "TTL",
+    "HL",
+    "DSCP",
+    "TOS",
+    "SET",
+    "AUDIT",
+    "CLASSIFY",
+    "TRACE",
+    "CONNSECMARK",
+    "SECMARK",
+    "IDLETIMER",
+    "LED",
+    "RATEEST",
+    "TEE",
+];
+
+/// Follows `pkt` through `dump` on `host`.
+pub fn evaluate(dump: &Dump, host: &HostInfo, pkt: &Packet) -> Decision {
+    let start = Path {
+        pkt: pkt.clone(),
+        trail: Vec::new(),
+        maybe: false,
+    };
+    let mut finished: Vec<(bool, Path)> = Vec::new();
+    let first_hook = if pkt.iif.is_some() {
+        "PREROUTING"
+    } else {
+        "OUTPUT"
+    };
+    let mut paths = vec![start];
+
+    // Before routing: raw, mangle, nat (DNAT).
+    for table in ["raw", "mangle", "nat"] {
+        paths = through(dump, host, table, first_hook, paths, &mut finished);
+    }
+
+    // Routing: to the host itself, or forwarded.
+    let mut local = Vec::new();
+    let mut forward = Vec::new();
+    for mut p in paths {
+        if p.pkt.iif.is_some() && host.is_local(&p.pkt.dst) {
+            local.push(p);
+        } else {
+            p.pkt.oif = host.route(&p.pkt.dst).map(str::to_string);
+            forward.push(p);
+        }
+    }
+    if pkt.iif.is_none() {
+        // Locally generated: OUTPUT then POSTROUTING.
+        let mut out = forward;
+        out.extend(local);
+        for table in ["filter", "security"] {
+            out = through(dump, host, table, "OUTPUT", out, &mut finished);
+        }
+        for table in ["mangle", "nat"] {
+            out = through(dump, host, table, "POSTROUTING", out, &mut finished);
+        }
+        finished.extend(out.into_iter().map(|p| (true, p)));
+    } else {
+        for table in ["mangle", "filter", "security", "nat"] {
+            local = through(dump, host, table, "INPUT", local, &mut finished);
+        }
+        finished.extend(local.into_iter().map(|p| (true, p)));
+        for table in ["mangle", "filter", "security"] {
+            forward = through(dump, host, table, "FORWARD", forward, &mut finished);
+        }
+        for table in ["mangle", "nat"] {
+            forward = through(dump, host, table, "POSTROUTING", forward, &mut finished);
+        }
+        finished.extend(forward.into_iter().map(|p| (true, p)));
+    }
+
+    let any_pass = finished.iter().any(|(pass, _)| *pass);
+    let all_sure_pass = finished.iter().all(|(pass, p)| *pass && !p.maybe);
+    let all_blocked = finished.iter().all(|(pass, p)| !*pass && !p.maybe);
+    let fate = if all_sure_pass {
+        Fate::Pass
+    } else if all_blocked {
+        Fate::Blocked
+    } else {
+        Fate::MayPass
+    };
+    let shown = finished
+        .iter()
+        .find(|(pass, _)| *pass == any_pass)
+        .or(finished.first())
+        .map(|(_, p)| p.clone())
+        .unwrap_or(Path {
+            pkt: pkt.clone(),
+            trail: Vec::new(),
+            maybe: false,
+        });
+    Decision {
+        fate,
+        packet: shown.pkt,
+        trail: shown.trail,
+    }
+}
+
+/// Runs every path through one table's built-in chain for a hook. Paths
+/// that are dropped go to `finished`; the others continue.
+fn through(
+    dump: &Dump,
+    host: &HostInfo,
+    table: &str,
+    hook: &str,
+    paths: Vec<Path>,
+    finished: &mut Vec<(bool, Path)>,
+) -> Vec<Path> {
+    let Some(t) = dump.tables.get(table) else {
+        return paths;
+    };
+    let Some(chain) = t.chain(hook) else {
+        return paths;
+    };
+    let mut out = Vec::new();
+    for p in paths {
+        for (end, mut path) in walk(dump, host, table, hook, p, 0) {
+            let end = match end {
+                End::Return => {
+                    let policy = chain.policy.as_deref().unwrap_or("ACCEPT");
+                    // An ACCEPT policy of raw, mangle or nat decides nothing
+                    // worth showing.
+                    let shown = table == "filter" || policy != "ACCEPT";
+                    if shown {
+                        path.trail.push(Hit {
+                            table: table.into(),
+                            chain: hook.into(),
+                            line: chain.line,
+                            text: format!(":{hook} {policy}"),
+                            effect: format!("policy {}", policy.to_ascii_lowercase()),
+                            maybe: false,
+                        });
+                    }
+                    if policy == "DROP" {
+                        End::Drop
+                    } else {
+                        End::Accept
+                    }
+                }
+                e => e,
+            };
+            match end {
+                End::Drop => finished.push((false, path)),
+                _ => out.push(path),
+            }
+        }
+    }
+    dedupe(out)
+}
+
+/// Paths that continue in the same state are one path.
+fn dedupe(paths: Vec<Path>) -> Vec<Path> {
+    let mut out: Vec<Path> = Vec::new();
+    for p in paths {
+        if let Some(q) = out.iter_mut().find(|q| q.pkt == p.pkt) {
+            q.maybe |= p.maybe;
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn walk(
+    dump: &Dump,
+    host: &HostInfo,
+    table: &str,
+    chain_name: &str,
+    start: Path,
+    depth: usize,
+) -> Vec<(End, Path)> {
+    let mut ended = Vec::new();
+    let Some(chain) = dump.tables.get(table).and_then(|t| t.chain(chain_name)) else {
+        return vec![(End::Return, start)];
+    };
+    if depth > 64 {
+        // A loop or absurd nesting: do not claim anything.
+        let mut p = start;
+        p.maybe = true;
+        return vec![(End::Accept, p)];
+    }
+    let mut live = vec![start];
+    for rule in &chain.rules {
+        let mut next = Vec::new();
+        for p in live {
+            let m = rule_matches(rule, &p.pkt, host);
+            if m == Tri::No {
+                next.push(p);
+                continue;
+            }
+            let maybe = m == Tri::Maybe;
+            if maybe {
+                let mut skip = p.clone();
+                skip.maybe = true;
+                next.push(skip);
+            }
+            let mut taken = p;
+            taken.maybe |= maybe;
+            for (end, path) in target(dump, host, table, chain_name, rule, taken, depth) {
+                match end {
+                    Some(e) => ended.push((e, path)),
+                    None => next.push(path),
+                }
+            }
+        }
+        live = dedupe(next);
+        if live.is_empty() {
+            break;
+        }
+    }
+    ended.extend(live.into_iter().map(|p| (End::Return, p)));
+    ended
+}
+
+/// Applies a matched rule's target. `None` as the end means "go on with
+/// the next rule".
+fn target(
+    dump: &Dump,
+    host: &HostInfo,
+    table: &str,
+    chain: &str,
+    rule: &Rule,
+    mut p: Path,
+    depth: usize,
+) -> Vec<(Option<End>, Path)> {
+    let hit = |effect: &str, maybe: bool| Hit {
+        table: table.into(),
+        chain: chain.into(),
+        line: rule.line,
+        text: rule.text.clone(),
+        effect: effect.into(),
+        maybe,
+    };
+    let maybe = p.maybe;
+    let (name, goto) = match &rule.verdict {
+        Verdict::None => return vec![(None, p)],
+        Verdict::Jump(t) => (t.as_str(), false),
+        Verdict::Goto(t) => (t.as_str(), true),
+    };
+    match name {
+        "ACCEPT" => {
+            p.trail.push(hit("accept", maybe));
+            vec![(Some(End::Accept), p)]
+        }
+        "DROP" | "REJECT" => {
+            p.trail.push(hit("drop", maybe));
+            vec![(Some(End::Drop), p)]
+        }
+        "RETURN" => {
+            p.trail.push(hit("return", maybe));
+            vec![(Some(End::Return), p)]
+        }
+        "DNAT" | "REDIRECT" if table == "nat" => {
+            let to = rule
+                .target_options
+                .iter()
+                .find(|o| o.name == "to-destination" || o.name == "to-ports")
+                .and_then(|o| o.values.first())
+                .cloned()
+                .unwrap_or_default();
+            let before = (p.pkt.dst, p.pkt.dport);
+            if name == "REDIRECT" {
+                if let Some(port) = first_port(&to) {
+                    p.pkt.dport = port;
+                }
+                p.pkt.dst = host.local.first().copied().unwrap_or(p.pkt.dst);
+            } else if let Some((addr, port)) = parse_to_destination(&to) {
+                if let Some(a) = addr {
+                    p.pkt.dst = a;
+                }
+                if let Some(port) = port {
+                    p.pkt.dport = port;
+                }
+            } else {
+                p.maybe = true;
+            }
+            p.pkt.orig_dst.get_or_insert(before);
+            p.trail.push(hit(
+                &format!("dnat to {}:{}", p.pkt.dst, p.pkt.dport),
+                maybe,
+            ));
+            vec![(Some(End::Accept), p)]
+        }
+        "SNAT" | "MASQUERADE" | "NETMAP" if table == "nat" => {
+            p.trail.push(hit("snat", maybe));
+            vec![(Some(End::Accept), p)]
+        }
+        t if NON_TERMINAL.contains(&t) => vec![(None, p)],
+        user if dump
+            .tables
+            .get(table)
+            .is_some_and(|tb| tb.chain(user).is_some()) =>
+        {
+            p.trail.push(hit(if goto { "goto" } else { "jump" }, maybe));
+            walk(dump, host, table, user, p, depth + 1)
+                .into_iter()
+                .map(|(end, path)| match end {
+                    // Back from the user chain: a jump goes on here; a goto
+                    // returns from this chain too.
+                    End::Return if goto => (Some(End::Return), path),
+                    End::Return => (None, path),
+                    e => (Some(e), path),
+                })
+                .collect()
+        }
+        _ => {
+            // QUEUE, NFQUEUE, a chain the dump does not have, an unknown
+            // target: it may let the packet through or not.
+            let mut on = p.clone();
+            on.maybe = true;
+            p.maybe = true;
+            p.trail.push(hit(&format!("{name} (not modelled)"), true));
+            vec![(Some(End::Accept), p), (None, on)]
+        }
+    }
+}
+
+fn first_port(text: &str) -> Option<u16> {
+    text.split(['-', ':']).next()?.parse().ok()
+}
+
+/// `ADDR[:PORT]`, `[V6]:PORT`, `:PORT`, ranges take their first value.
+fn parse_to_destination(text: &str) -> Option<(Option<IpAddr>, Option<u16>)> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (addr, port) = rest.split_once(']')?;
+        let port = port.strip_prefix(':').and_then(first_port);
+        return Some((Some(addr.parse().ok()?), port));
+    }
+    if let Ok(a) = text.parse::<IpAddr>() {
+        return Some((Some(a), None));
+    }
+    let (addr, port) = text.rsplit_once(':')?;
+    let addr = addr.split('-').next().unwrap_or(addr);
+    let addr = if addr.is_empty() {
+        None
+    } else {
+        Some(addr.parse().ok()?)
+    };
+    Some((addr, first_port(port)))
+}
+
+fn rule_matches(rule: &Rule, p: &Packet, host: &HostInfo) -> Tri {
+    let mut t = Tri::Yes;
+    if let Some((neg, proto)) = &rule.protocol {
+        let hit = proto == "all"
+            || proto == "0"
+            || proto == p.proto.name()
+            || proto == p.proto.number();
+        t = t.and(Tri::from(hit).negate_if(*neg));
+    }
+    for (m, addr) in [(&rule.src, p.src), (&rule.dst, p.dst)] {
+        if let Some(m) = m {
+            let same_family = m.net.addr().is_ipv4() == addr.is_ipv4();
+            t = t.and(
+                Tri::from(same_family && m.net.contains(&addr)).negate_if(m.negated),
+            );
+        }
+    }
+    if let Some(m) = &rule.in_iface {
+        t = t.and(match &p.iif {
+            Some(i) => Tri::from(m.matches(i)),
+            // No input interface on OUTPUT: iptables refuses -i there.
+            None => Tri::Maybe,
+        });
+    }
+    if let Some(m) = &rule.out_iface {
+        t = t.and(match &p.oif {
+            Some(o) => Tri::from(m.matches(o)),
+            None => Tri::Maybe,
+        });
+    }
+    if let Some(f) = rule.fragment {
+        // A connection's first packet is not a later fragment.
+        t = t.and(Tri::from(!f));
+    }
+    for m in &rule.modules {
+        if t == Tri::No {
+            return t;
+        }
+        t = t.and(module_matches(m, p, host));
+    }
+    t
+}
+
+fn module_matches(m: &Module, p: &Packet, host: &HostInfo) -> Tri {
+    let mut t = Tri::Yes;
+    match m.name.as_str() {
+        "tcp" | "udp" => {
+            if m.name != p.proto.name() {
+                return Tri::No;
+            }
+            for o in &m.options {
+                let r = match o.name.as_str() {
+                    "dport" | "destination-port" => ports_hit(&o.values, p.dport),
+                    "sport" | "source-port" => ports_hit(&o.values, p.sport),
+                    // A new connection starts with a bare SYN.
+                    "syn" => Tri::Yes,
+                    "tcp-flags" => tcp_flags_hit(&o.values),
+                    _ => Tri::Maybe,
+                };
+                t = t.and(r.negate_if(o.negated));
+            }
+        }
+        "multiport" => {
+            for o in &m.options {
+                let r = match o.name.as_str() {
+                    "dports" | "destination-ports" => ports_hit(&o.values, p.dport),
+                    "sports" | "source-ports" => ports_hit(&o.values, p.sport),
+                    "ports" => {
+                        let d = ports_hit(&o.values, p.dport);
+                        let s = ports_hit(&o.values, p.sport);
+                        if d == Tri::Yes || s == Tri::Yes {
+                            Tri::Yes
+                        } else {
+                            d.and(s)
+                        }
+                    }
+                    _ => Tri::Maybe,
+                };
+                t = t.and(r.negate_if(o.negated));
+            }
+        }
+        "state" | "conntrack" => {
+            for o in &m.options {
+                let r = match o.name.as_str() {
+                    "state" | "ctstate" => {
+                        let states: Vec<String> = o
+                            .values
+                            .iter()
+                            .flat_map(|v| v.split(','))
+                            .map(|s| s.to_ascii_uppercase())
+                            .collect();
+                        // DNAT status is a ctstate too.
+                        let dnat =
+                            states.iter().any(|s| s == "DNAT") && p.orig_dst.is_some();
+                        Tri::from(states.iter().any(|s| s == "NEW") || dnat)
+                    }
+                    "ctstatus" => {
+                        let has_dnat = o.values.iter().any(|v| v.contains("DNAT"));
+                        if has_dnat {
+                            Tri::from(p.orig_dst.is_some())
+                        } else {
+                            Tri::Maybe
+                        }
+                    }
+                    "ctorigdstport" => match p.orig_dst {
+                        Some((_, port)) => ports_hit(&o.values, port),
+                        None => ports_hit(&o.values, p.dport),
+                    },
+                    "ctorigdst" => {
+                        let dst = p.orig_dst.map_or(p.dst, |(a, _)| a);
+                        nets_hit(&o.values, dst)
+                    }
+                    "ctorigsrc" => nets_hit(&o.values, p.src),
+                    "ctproto" => Tri::from(
+                        o.values
+                            .iter()
+                            .any(|v| v == p.proto.name() || v == p.proto.number()),
+                    ),
+                    "ctdir" => Tri::from(o.values.iter().any(|v| v == "ORIGINAL")),
+                    _ => Tri::Maybe,
+                };
+                t = t.and(r.negate_if(o.negated));
+            }
+        }
+        "addrtype" => {
+            for o in &m.options {
+                let addr = match o.name.as_str() {
+                    "dst-type" => p.dst,
+                    "src-type" => p.src,
+                    "limit-iface-in" | "limit-iface-out" => continue,
+                    _ => return Tri::Maybe,
+                };
+                let types: Vec<&str> =
+                    o.values.iter().flat_map(|v| v.split(',')).collect();
+                let local = host.is_local(&addr);
+                let r = if types.iter().all(|t| *t == "LOCAL") {
+                    Tri::from(local)
+                } else if (types.contains(&"LOCAL") && local)
+                    || (types.contains(&"UNICAST") && !local)
+                {
+                    Tri::Yes
+                } else if types
+                    .iter()
+                    .all(|t| matches!(*t, "BROADCAST" | "MULTICAST" | "ANYCAST"))
+                {
+                    Tri::from(addr.is_multicast() || broadcast(&addr))
+                } else {
+                    Tri::Maybe
+                };
+                t = t.and(r.negate_if(o.negated));
+            }
+        }
+        "iprange" => {
+            for o in &m.options {
+                let addr = match o.name.as_str() {
+                    "src-range" => p.src,
+                    "dst-range" => p.dst,
+                    _ => return Tri::Maybe,
+                };
+                let r = o
+                    .values
+                    .first()
+                    .and_then(|v| v.split_once('-'))
+                    .and_then(|(a, b)| {
+                        Some((a.parse::<IpAddr>().ok()?, b.parse::<IpAddr>().ok()?))
+                    })
+                    .map_or(Tri::Maybe, |(a, b)| {
+                        Tri::from(a.is_ipv4() == addr.is_ipv4() && a <= addr && addr <= b)
+                    });
+                t = t.and(r.negate_if(o.negated));
+            }
+        }
+        "comment" => {}
+        // Unicast is what a new TCP/UDP connection to one address is.
+        "pkttype" => {
+            for o in &m.options {
+                let r = Tri::from(o.values.iter().any(|v| v == "unicast"));
+                t = t.and(r.negate_if(o.negated));
+            }
+        }
+        "icmp" | "icmp6" | "icmpv6" => return Tri::No,
+        _ => return Tri::Maybe,
+    }
+    t
+}
+
+fn broadcast(a: &IpAddr) -> bool {
+    matches!(a, IpAddr::V4(v4) if v4.is_broadcast() || v4.octets()[3] == 255)
+}
+
+/// A bare SYN is what a new TCP connection starts with.
+fn tcp_flags_hit(values: &[String]) -> Tri {
+    let [mask, set] = values else {
+        return Tri::Maybe;
+    };
+    let syn_only = ["SYN"];
+    let mask: Vec<&str> = if mask == "ALL" {
+        vec!["FIN", "SYN", "RST", "PSH", "ACK", "URG"]
+    } else {
+        mask.split(',').collect()
+    };
+    let set: Vec<&str> = if set == "NONE" {
+        Vec::new()
+    } else {
+        set.split(',').collect()
+    };
+    let expected: Vec<&str> = mask
+        .iter()
+        .copied()
+        .filter(|f| syn_only.contains(f))
+        .collect();
+    let mut got: Vec<&str> = set;
+    got.sort();
+    let mut expected = expected;
+    expected.sort();
+    Tri::from(got == expected)
+}
+
+/// `22`, `1000:2000`, `22,80,443`, `8000:8080,9000`.
+fn ports_hit(values: &[String], port: u16) -> Tri {
+    let mut known = true;
+    for v in values.iter().flat_map(|v| v.split(',')) {
+        let parsed = match v.split_once(':') {
+            Some((a, b)) => {
+                let a = if a.is_empty() {
+                    Some(0)
+                } else {
+                    a.parse().ok()
+                };
+                let b = if b.is_empty() {
+                    Some(u16::MAX)
+                } else {
+                    b.parse().ok()
+                };
+                a.zip(b)
+            }
+            None => v.parse::<u16>().ok().map(|p| (p, p)),
+        };
+        match parsed {
+            Some((a, b)) if a <= port && port <= b => return Tri::Yes,
+            Some(_) => {}
+            // Service names (`ssh`) are not resolved.
+            None => known = false,
+        }
+    }
+    if known {
+        Tri::No
+    } else {
+        Tri::Maybe
+    }
+}
+
+fn nets_hit(values: &[String], addr: IpAddr) -> Tri {
+    for v in values.iter().flat_map(|v| v.split(',')) {
+        let net = v
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from));
+        match net {
+            Some(n) if n.contains(&addr) => return Tri::Yes,
+            Some(_) => {}
+            None => return Tri::Maybe,
+        }
+    }
+    Tri::No
+}

@@ -1,0 +1,118 @@
+//! The packet-path model on a Docker host with UFW: published ports pass
+//! UFW's deny, other ports do not, undecidable matches give "may pass".
+
+use std::net::IpAddr;
+
+use palisade_analysis::eval::{evaluate, Fate, HostInfo, Packet, L4};
+use palisade_analysis::iptables;
+
+fn dump() -> iptables::Dump {
+    let text = include_str!("data/docker-ufw.iptables-save");
+    iptables::parse(text, "docker-ufw.iptables-save").expect("parses")
+}
+
+fn host() -> HostInfo {
+    HostInfo {
+        local: vec![ip("203.0.113.10"), ip("192.0.2.1")],
+        routes: vec![
+            ("0.0.0.0/0".parse().expect("net"), "eth0".into()),
+            ("203.0.113.0/28".parse().expect("net"), "eth0".into()),
+            (
+                "192.0.2.0/24".parse().expect("net"),
+                "br-5348d0a9e4ea".into(),
+            ),
+        ],
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+fn from_internet(dport: u16) -> Packet {
+    Packet {
+        src: ip("198.51.100.7"),
+        dst: ip("203.0.113.10"),
+        proto: L4::Tcp,
+        sport: 40000,
+        dport,
+        iif: Some("eth0".into()),
+        oif: None,
+        orig_dst: None,
+    }
+}
+
+#[test]
+fn a_published_port_passes_ufws_deny_through_dnat() {
+    let d = evaluate(&dump(), &host(), &from_internet(8080));
+    assert_eq!(d.fate, Fate::Pass, "{:#?}", d.trail);
+    assert_eq!(d.packet.dst, ip("192.0.2.2"));
+    assert_eq!(d.packet.dport, 80);
+    assert_eq!(d.packet.oif.as_deref(), Some("br-5348d0a9e4ea"));
+    let deciding = d
+        .trail
+        .iter()
+        .rev()
+        .find(|h| h.effect == "accept")
+        .expect("accept");
+    assert_eq!(deciding.chain, "DOCKER");
+    assert!(d
+        .trail
+        .iter()
+        .any(|h| h.effect.starts_with("dnat to 192.0.2.2:80")));
+}
+
+#[test]
+fn an_unpublished_port_is_blocked_by_ufw() {
+    let d = evaluate(&dump(), &host(), &from_internet(8765));
+    assert_eq!(d.fate, Fate::Blocked, "{:#?}", d.trail);
+    // UFW has no catch-all rule: INPUT's DROP policy decides.
+    let last = d.trail.last().expect("trail");
+    assert_eq!(
+        (last.chain.as_str(), last.effect.as_str()),
+        ("INPUT", "policy drop")
+    );
+}
+
+#[test]
+fn ssh_is_allowed_by_ufw() {
+    let d = evaluate(&dump(), &host(), &from_internet(22));
+    assert_eq!(d.fate, Fate::Pass);
+    assert_eq!(
+        d.trail.last().map(|h| h.chain.as_str()),
+        Some("ufw-user-input")
+    );
+}
+
+#[test]
+fn a_rate_limit_by_recent_may_pass() {
+    let d = evaluate(&dump(), &host(), &from_internet(2222));
+    assert_eq!(d.fate, Fate::MayPass, "{:#?}", d.trail);
+}
+
+#[test]
+fn routing_straight_to_a_container_is_dropped_by_docker() {
+    let mut p = from_internet(80);
+    p.dst = ip("192.0.2.2");
+    // Not DNATed: DOCKER accepts by container address and port, which
+    // Docker 20.10 does not tie to DNAT. The model must say it passes.
+    let d = evaluate(&dump(), &host(), &p);
+    assert_eq!(d.fate, Fate::Pass, "{:#?}", d.trail);
+    p.dport = 81;
+    assert_eq!(evaluate(&dump(), &host(), &p).fate, Fate::Blocked);
+}
+
+#[test]
+fn the_host_may_open_new_connections() {
+    let p = Packet {
+        src: ip("203.0.113.10"),
+        dst: ip("198.51.100.1"),
+        proto: L4::Udp,
+        sport: 40000,
+        dport: 53,
+        iif: None,
+        oif: None,
+        orig_dst: None,
+    };
+    assert_eq!(evaluate(&dump(), &host(), &p).fate, Fate::Pass);
+}
