@@ -91,7 +91,7 @@ fn a_rate_limit_by_recent_may_pass() {
 }
 
 #[test]
-fn routing_straight_to_a_container_is_dropped_by_docker() {
+fn routing_straight_to_a_container_passes_docker_20_10_on_its_port_only() {
     let mut p = from_internet(80);
     p.dst = ip("192.0.2.2");
     // Not DNATed: DOCKER accepts by container address and port, which

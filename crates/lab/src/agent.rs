@@ -30,13 +30,15 @@
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
 use crate::report::Proto;
 
@@ -92,7 +94,9 @@ pub fn agent_main(args: &[String]) -> Result<i32> {
         "serve" => serve(&Flags::parse(rest)?),
         "probe" => probe_cmd(rest),
         "burst" => burst_cmd(rest),
-        other => bail!("lab-agent: unknown verb {other:?}; expected serve, probe or burst"),
+        other => {
+            bail!("lab-agent: unknown verb {other:?}; expected serve, probe or burst")
+        }
     }
 }
 
@@ -178,7 +182,7 @@ fn serve(f: &Flags) -> Result<i32> {
     for &ip in &binds {
         for &port in &dedup(&f.tcp) {
             let at = SocketAddr::new(ip, port);
-            tcp.push(TcpListener::bind(at).with_context(|| format!("bind {at}/tcp"))?);
+            tcp.push(listen(at).with_context(|| format!("bind {at}/tcp"))?);
         }
         for &port in &dedup(&f.udp) {
             let at = SocketAddr::new(ip, port);
@@ -208,8 +212,33 @@ fn serve(f: &Flags) -> Result<i32> {
     Ok(0)
 }
 
+/// A TCP listener with a deep accept queue. std's default of 128 lets a
+/// flood of a few hundred simultaneous connects overflow the queue, and
+/// the kernel then drops SYNs: that would look like a rate limit where
+/// there is none.
+fn listen(at: SocketAddr) -> io::Result<TcpListener> {
+    let s = Socket::new(
+        Domain::for_address(at),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    if at.is_ipv6() {
+        // Also take IPv4 on [::], whatever the namespace's default.
+        s.set_only_v6(false)?;
+    }
+    s.bind(&at.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
 fn dedup(ports: &[u16]) -> Vec<u16> {
-    ports.iter().copied().collect::<BTreeSet<_>>().into_iter().collect()
+    ports
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 fn accept_loop(listener: TcpListener) {
@@ -249,8 +278,9 @@ fn probe_cmd(args: &[String]) -> Result<i32> {
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr> {
-    s.parse()
-        .with_context(|| format!("lab-agent: {s:?} is not ADDR:PORT ([v6]:PORT for IPv6)"))
+    s.parse().with_context(|| {
+        format!("lab-agent: {s:?} is not ADDR:PORT ([v6]:PORT for IPv6)")
+    })
 }
 
 /// A counting semaphore: at most `n` probes in flight.
@@ -333,6 +363,8 @@ fn describe(e: &io::Error) -> String {
         ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "reset".into(),
         ErrorKind::HostUnreachable => "host unreachable".into(),
         ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        // What a local nftables drop on output looks like to the sender.
+        ErrorKind::PermissionDenied => "dropped locally".into(),
         _ => format!("error: {e}"),
     }
 }
@@ -347,10 +379,11 @@ fn udp_probe(addr: SocketAddr, timeout: Duration) -> (bool, String) {
         Ok(s) => s,
         Err(e) => return (false, describe(&e)),
     };
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let nonce = format!(
         "palisade-lab {} {}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ (addr.port() as u128)
+        NEXT.fetch_add(1, Ordering::Relaxed)
     );
 
     // Two sends, the second halfway through, in case the first is lost
@@ -370,7 +403,9 @@ fn udp_probe(addr: SocketAddr, timeout: Duration) -> (bool, String) {
         let wait = if sent_twice {
             deadline - now
         } else {
-            resend_at.saturating_duration_since(now).max(Duration::from_millis(1))
+            resend_at
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1))
         };
         if sock.set_read_timeout(Some(wait)).is_err() {
             return (false, "error: cannot set a timeout".into());
@@ -407,43 +442,33 @@ fn burst_cmd(args: &[String]) -> Result<i32> {
 /// until every attempt is over, as a flood would.
 pub fn burst(addr: SocketAddr, count: usize, timeout: Duration) -> BurstReply {
     let start = Instant::now();
-    let gate = Arc::new(Barrier::new(count));
+    // Every thread waits on the read side until all are spawned, then they
+    // connect together.
+    let gate = Arc::new(RwLock::new(()));
+    let open_gate = gate.write().unwrap_or_else(|e| e.into_inner());
     let held = Arc::new(Mutex::new(Vec::new()));
     let mut threads = Vec::with_capacity(count);
     for _ in 0..count {
         let (gate, held) = (gate.clone(), held.clone());
-        let spawned = thread::Builder::new()
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                gate.wait();
-                let r = TcpStream::connect_timeout(&addr, timeout);
-                match r {
-                    Ok(s) => {
-                        held.lock().unwrap_or_else(|e| e.into_inner()).push(s);
-                        None
-                    }
-                    Err(e) => Some(e.kind()),
+        let spawned = thread::Builder::new().stack_size(64 * 1024).spawn(move || {
+            drop(gate.read().unwrap_or_else(|e| e.into_inner()));
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(s) => {
+                    held.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                    None
                 }
-            });
+                Err(e) => Some(e.kind()),
+            }
+        });
         match spawned {
             Ok(t) => threads.push(t),
-            // Cannot happen for the counts we allow; stop rather than hang
-            // on a barrier that will never fill.
             Err(_) => break,
         }
     }
-    if threads.len() < count {
-        // The barrier would never release; fall back to a smaller burst is
-        // not possible with a fixed barrier, so report what happened.
-        return BurstReply {
-            attempts: 0,
-            other: count,
-            ..BurstReply::default()
-        };
-    }
+    drop(open_gate);
 
     let mut r = BurstReply {
-        attempts: count,
+        attempts: threads.len(),
         ..BurstReply::default()
     };
     for t in threads {
