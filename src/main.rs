@@ -60,16 +60,22 @@ enum Command {
         #[arg(short = '6', long)]
         ipv6: bool,
     },
-    /// Audit a compose file: how each container runs and what it
-    /// publishes. Exit 1 when findings at or above --fail-on exist.
+    /// Audit what the internet reaches on this host (or a collection made
+    /// by `palisade collect`), or how a compose file's containers run.
+    /// Exit 1 when findings at or above --fail-on exist.
     Audit {
-        /// docker-compose file to audit.
+        /// Read the host's state from this folder instead of the live host.
+        #[arg(long, conflicts_with = "compose")]
+        from: Option<PathBuf>,
+        /// Audit a docker-compose file instead of a host.
         #[arg(long)]
-        compose: PathBuf,
+        compose: Option<PathBuf>,
         /// Lowest severity that makes the exit code 1.
         #[arg(long, value_enum, default_value_t = FailOn::High)]
         fail_on: FailOn,
     },
+    /// Save the host's firewall and network state into DIR for offline use.
+    Collect { dir: PathBuf },
     /// Write a starting policy for a compose file to stdout.
     Init {
         /// docker-compose file to start from.
@@ -269,11 +275,25 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
-        Command::Audit { compose, fail_on } => {
-            let Some((file, text, shown)) = read_compose(&compose) else {
-                return Ok(EXIT_BAD_INPUT);
+        Command::Audit {
+            from,
+            compose,
+            fail_on,
+        } => {
+            let findings = match compose {
+                Some(compose) => {
+                    let Some((file, text, shown)) = read_compose(&compose) else {
+                        return Ok(EXIT_BAD_INPUT);
+                    };
+                    palisade_analysis::runtime::audit(&file, &text, &shown)
+                }
+                None => {
+                    let Some(findings) = audit_host(from.as_deref(), format)? else {
+                        return Ok(EXIT_BAD_INPUT);
+                    };
+                    findings
+                }
             };
-            let findings = palisade_analysis::runtime::audit(&file, &text, &shown);
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
                 Format::Human => {
@@ -288,6 +308,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Some(w) if w >= fail_on.severity() => EXIT_FINDINGS,
                 _ => EXIT_OK,
             })
+        }
+        Command::Collect { dir } => {
+            let failed = palisade_analysis::host::collect(&dir)?;
+            for f in &failed {
+                eprintln!("palisade: collect: {f}");
+            }
+            println!("collected into {}", dir.display());
+            Ok(EXIT_OK)
         }
         Command::Init { from_compose } => {
             let Some((file, _, shown)) = read_compose(&from_compose) else {
@@ -447,4 +475,68 @@ fn print_apply(r: &palisade_enforce::ApplyReport) {
             p.token
         );
     }
+}
+
+/// Audits a host, live or collected; prints the exposure matrix (human
+/// format) and returns the findings. `None`: bad input, already printed.
+fn audit_host(
+    from: Option<&std::path::Path>,
+    format: Format,
+) -> anyhow::Result<Option<Vec<palisade_analysis::findings::Finding>>> {
+    use palisade_analysis::{audit, host};
+    let live;
+    let (dir, source) = match from {
+        Some(d) => (d.to_path_buf(), d.display().to_string()),
+        None => {
+            live = tempfile::tempdir().context("making a temporary folder")?;
+            for f in host::collect(live.path())? {
+                eprintln!("palisade: collect: {f}");
+            }
+            (live.path().to_path_buf(), "live host".to_string())
+        }
+    };
+    let state = match host::load(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("palisade: audit: {e}");
+            return Ok(None);
+        }
+    };
+    let matrix = audit::exposure(&state);
+    if format == Format::Human {
+        println!(
+            "What the internet ({} / {}) reaches on {source}:",
+            audit::INTERNET_V4,
+            audit::INTERNET_V6
+        );
+        println!(
+            "{:<24} {:<10} {:<9} {:<22} DECIDED BY",
+            "ADDRESS", "PORT", "VERDICT", "REACHES"
+        );
+        for e in &matrix {
+            let verdict = match e.fate {
+                palisade_analysis::eval::Fate::Pass => "open",
+                palisade_analysis::eval::Fate::Blocked => "blocked",
+                palisade_analysis::eval::Fate::MayPass => "may-pass",
+            };
+            let port = format!("{}/{:?}", e.port, e.proto).to_lowercase();
+            println!(
+                "{:<24} {:<10} {:<9} {:<22} {}",
+                e.addr.to_string(),
+                port,
+                verdict,
+                e.reaches,
+                e.why
+            );
+        }
+        if !state.other_nft_tables.is_empty() {
+            println!(
+                "note: nftables tables not evaluated yet ({}): what they drop is not \
+                 shown, open ports are reported as may-pass",
+                state.other_nft_tables.join(", ")
+            );
+        }
+        println!();
+    }
+    Ok(Some(audit::findings(&matrix, &source)))
 }

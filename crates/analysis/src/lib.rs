@@ -4,9 +4,11 @@
 //! legacy backends print the same format). The packet-path model that
 //! evaluates it builds on these types.
 
+pub mod audit;
 pub mod compose;
 pub mod eval;
 pub mod findings;
+pub mod host;
 pub mod init;
 pub mod iptables;
 pub mod runtime;

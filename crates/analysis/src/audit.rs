@@ -1,0 +1,211 @@
+//! The audit of a live (or collected) host: what the internet reaches, and
+//! why, with findings.
+//!
+//! Candidate ports are every port the host's state mentions: published
+//! ports (DNAT rules), listening sockets, and ports in filter rules. Each
+//! is traced from an internet address through the packet-path model, for
+//! IPv4 and IPv6, to each of the host's public addresses.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::eval::{evaluate, Fate, Packet, L4};
+use crate::findings::{Finding, Severity};
+use crate::host::HostState;
+use crate::iptables::Dump;
+
+/// Where the audit's internet packets come from.
+pub const INTERNET_V4: &str = "198.51.100.254";
+pub const INTERNET_V6: &str = "2001:db8:ffff::254";
+
+/// One port as seen from the internet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exposure {
+    pub proto: L4,
+    pub port: u16,
+    pub addr: IpAddr,
+    pub fate: Fate,
+    /// Where the connection ends up: "host" or the DNAT target.
+    pub reaches: String,
+    /// The rule that decided, as `table chain:line text`.
+    pub why: String,
+    /// Published through DNAT while the host's INPUT path would block the
+    /// same port: the classic "UFW says closed, Docker says open".
+    pub bypasses_input: bool,
+}
+
+/// The exposure matrix from the internet.
+pub fn exposure(st: &HostState) -> Vec<Exposure> {
+    let ports = candidate_ports(st);
+    let mut out = Vec::new();
+    for addr in &st.public_addrs {
+        let (dump, src) = match addr {
+            IpAddr::V4(_) => (&st.v4, INTERNET_V4.parse::<IpAddr>().expect("constant")),
+            IpAddr::V6(_) => (&st.v6, INTERNET_V6.parse::<IpAddr>().expect("constant")),
+        };
+        let iif = st
+            .iface_addrs
+            .iter()
+            .find(|(_, a)| a == addr)
+            .map(|(i, _)| i.clone());
+        for &(proto, port) in &ports {
+            let pkt = Packet {
+                src,
+                dst: *addr,
+                proto,
+                sport: 40000,
+                dport: port,
+                iif: iif.clone(),
+                oif: None,
+                orig_dst: None,
+            };
+            let d = evaluate(dump, &st.info, &pkt);
+            let mut fate = d.fate;
+            if fate == Fate::Pass && !st.other_nft_tables.is_empty() {
+                // Another nftables table may drop it; the model does not
+                // read those yet.
+                fate = Fate::MayPass;
+            }
+            let dnat = d.packet.orig_dst.is_some();
+            let reaches = if dnat {
+                format!("{}:{}", d.packet.dst, d.packet.dport)
+            } else {
+                "host".to_string()
+            };
+            let why = d
+                .trail
+                .iter()
+                .rev()
+                .find(|h| {
+                    h.effect == "accept"
+                        || h.effect == "drop"
+                        || h.effect.starts_with("policy")
+                })
+                .map(|h| format!("{} {}:{} {}", h.table, h.chain, h.line, h.text))
+                .unwrap_or_default();
+            let bypasses_input =
+                dnat && fate != Fate::Blocked && input_blocks(dump, st, &pkt);
+            out.push(Exposure {
+                proto,
+                port,
+                addr: *addr,
+                fate,
+                reaches,
+                why,
+                bypasses_input,
+            });
+        }
+    }
+    out
+}
+
+/// Would the filter INPUT path alone block this packet (as if nothing
+/// were published)?
+fn input_blocks(dump: &Dump, st: &HostState, pkt: &Packet) -> bool {
+    let mut without_nat = dump.clone();
+    without_nat.tables.remove("nat");
+    evaluate(&without_nat, &st.info, pkt).fate == Fate::Blocked
+}
+
+fn candidate_ports(st: &HostState) -> Vec<(L4, u16)> {
+    let mut set: BTreeSet<(L4, u16)> = BTreeSet::new();
+    for dump in [&st.v4, &st.v6] {
+        for table in dump.tables.values() {
+            for chain in &table.chains {
+                for rule in &chain.rules {
+                    let proto = match rule.protocol.as_ref().map(|(_, p)| p.as_str()) {
+                        Some("tcp") | Some("6") => L4::Tcp,
+                        Some("udp") | Some("17") => L4::Udp,
+                        _ => continue,
+                    };
+                    for m in &rule.modules {
+                        for o in &m.options {
+                            if !matches!(
+                                o.name.as_str(),
+                                "dport" | "dports" | "destination-port"
+                            ) {
+                                continue;
+                            }
+                            for v in o.values.iter().flat_map(|v| v.split(',')) {
+                                if let Ok(p) = v.parse::<u16>() {
+                                    set.insert((proto, p));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for l in &st.listeners {
+        if l.addr.is_some_and(|a| a.is_loopback()) {
+            continue;
+        }
+        let proto = match l.proto.as_str() {
+            "tcp" => L4::Tcp,
+            "udp" => L4::Udp,
+            _ => continue,
+        };
+        set.insert((proto, l.port));
+    }
+    set.into_iter().collect()
+}
+
+/// Findings from the exposure matrix.
+pub fn findings(matrix: &[Exposure], source: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for e in matrix {
+        if e.bypasses_input {
+            out.push(Finding {
+                id: "host/published-past-firewall",
+                severity: Severity::High,
+                subject: format!("{}/{} on {}", e.port, proto_name(e.proto), e.addr),
+                file: source.to_string(),
+                line: 0,
+                message: format!(
+                    "the host firewall's INPUT rules block this port, but Docker publishes it \
+                     (DNAT to {}) and the internet reaches it: {}",
+                    e.reaches, e.why
+                ),
+                fix: "publish the port on 127.0.0.1 if only the host needs it, or let \
+                      palisade decide who reaches it (rules before Docker's, matched on the \
+                      original port)"
+                    .into(),
+            });
+        }
+    }
+    // IPv6 open where IPv4 is closed.
+    for e6 in matrix
+        .iter()
+        .filter(|e| e.addr.is_ipv6() && e.fate != Fate::Blocked)
+    {
+        let v4_closed = matrix
+            .iter()
+            .filter(|e| e.addr.is_ipv4() && e.port == e6.port && e.proto == e6.proto)
+            .any(|e| e.fate == Fate::Blocked);
+        if v4_closed {
+            out.push(Finding {
+                id: "host/ipv6-open-ipv4-closed",
+                severity: Severity::High,
+                subject: format!("{}/{}", e6.port, proto_name(e6.proto)),
+                file: source.to_string(),
+                line: 0,
+                message: format!(
+                    "reachable over IPv6 ({}) but blocked over IPv4: {}",
+                    e6.addr, e6.why
+                ),
+                fix: "give ip6tables the same rules as iptables".into(),
+            });
+        }
+    }
+    out
+}
+
+fn proto_name(p: L4) -> &'static str {
+    match p {
+        L4::Tcp => "tcp",
+        L4::Udp => "udp",
+    }
+}
