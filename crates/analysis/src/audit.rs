@@ -11,10 +11,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::eval::{evaluate, Fate, Packet, L4};
+use crate::eval::{evaluate, Fate, Firewall, Packet, L4};
 use crate::findings::{Finding, Severity};
 use crate::host::HostState;
-use crate::iptables::Dump;
 
 /// Where the audit's internet packets come from.
 pub const INTERNET_V4: &str = "198.51.100.254";
@@ -61,13 +60,12 @@ pub fn exposure(st: &HostState) -> Vec<Exposure> {
                 oif: None,
                 orig_dst: None,
             };
-            let d = evaluate(dump, &st.info, &pkt);
-            let mut fate = d.fate;
-            if fate == Fate::Pass && !st.other_nft_tables.is_empty() {
-                // Another nftables table may drop it; the model does not
-                // read those yet.
-                fate = Fate::MayPass;
-            }
+            let fw = Firewall {
+                iptables: dump,
+                nft: st.nft.as_ref(),
+            };
+            let d = evaluate(&fw, &st.info, &pkt);
+            let fate = d.fate;
             let dnat = d.packet.orig_dst.is_some();
             let reaches = if dnat {
                 format!("{}:{}", d.packet.dst, d.packet.dport)
@@ -86,7 +84,7 @@ pub fn exposure(st: &HostState) -> Vec<Exposure> {
                 .map(|h| format!("{} {}:{} {}", h.table, h.chain, h.line, h.text))
                 .unwrap_or_default();
             let bypasses_input =
-                dnat && fate != Fate::Blocked && input_blocks(dump, st, &pkt);
+                dnat && fate != Fate::Blocked && input_blocks(&fw, st, &pkt);
             out.push(Exposure {
                 proto,
                 port,
@@ -103,10 +101,14 @@ pub fn exposure(st: &HostState) -> Vec<Exposure> {
 
 /// Would the filter INPUT path alone block this packet (as if nothing
 /// were published)?
-fn input_blocks(dump: &Dump, st: &HostState, pkt: &Packet) -> bool {
-    let mut without_nat = dump.clone();
+fn input_blocks(fw: &Firewall, st: &HostState, pkt: &Packet) -> bool {
+    let mut without_nat = fw.iptables.clone();
     without_nat.tables.remove("nat");
-    evaluate(&without_nat, &st.info, pkt).fate == Fate::Blocked
+    let fw = Firewall {
+        iptables: &without_nat,
+        nft: fw.nft,
+    };
+    evaluate(&fw, &st.info, pkt).fate == Fate::Blocked
 }
 
 fn candidate_ports(st: &HostState) -> Vec<(L4, u16)> {

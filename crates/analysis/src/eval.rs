@@ -18,6 +18,8 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::iptables::{Dump, Module, Rule, Verdict};
+use crate::nftjson::{self, NftChain, NftRuleset};
+use serde_json::Value;
 
 /// What the host looks like around its firewall.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -188,59 +190,128 @@ const NON_TERMINAL: &[&str] = &[
     "TEE",
 ];
 
-/// Follows `pkt` through `dump` on `host`.
-pub fn evaluate(dump: &Dump, host: &HostInfo, pkt: &Packet) -> Decision {
+/// The firewall of a host: iptables tables (legacy or iptables-nft, as
+/// `iptables-save` shows them) and native nftables chains.
+#[derive(Debug, Clone, Copy)]
+pub struct Firewall<'a> {
+    pub iptables: &'a Dump,
+    pub nft: Option<&'a NftRuleset>,
+}
+
+impl<'a> Firewall<'a> {
+    pub fn iptables(dump: &'a Dump) -> Firewall<'a> {
+        Firewall {
+            iptables: dump,
+            nft: None,
+        }
+    }
+}
+
+/// A base chain on a hook: an iptables table's built-in chain or a native
+/// nftables chain.
+#[derive(Debug, Clone)]
+enum Stage<'a> {
+    Iptables(&'static str),
+    Nft(&'a NftChain),
+}
+
+/// iptables tables on each hook, with the priorities iptables-nft and the
+/// legacy tables register at.
+fn iptables_stages(hook: &str) -> &'static [(&'static str, i32)] {
+    match hook {
+        "PREROUTING" => &[("raw", -300), ("mangle", -150), ("nat", -100)],
+        "INPUT" => &[
+            ("mangle", -150),
+            ("filter", 0),
+            ("security", 50),
+            ("nat", 100),
+        ],
+        "FORWARD" => &[("mangle", -150), ("filter", 0), ("security", 50)],
+        "OUTPUT" => &[
+            ("raw", -300),
+            ("mangle", -150),
+            ("nat", -100),
+            ("filter", 0),
+            ("security", 50),
+        ],
+        "POSTROUTING" => &[("mangle", -150), ("nat", 100)],
+        _ => &[],
+    }
+}
+
+fn stages<'a>(fw: &Firewall<'a>, hook: &str, v6: bool) -> Vec<(i32, Stage<'a>)> {
+    let mut out: Vec<(i32, Stage<'a>)> = iptables_stages(hook)
+        .iter()
+        .filter(|(t, _)| fw.iptables.tables.contains_key(*t))
+        .map(|(t, p)| (*p, Stage::Iptables(t)))
+        .collect();
+    if let Some(nft) = fw.nft {
+        let family = if v6 { "ip6" } else { "ip" };
+        let lower = hook.to_ascii_lowercase();
+        for c in &nft.chains {
+            let Some((h, prio)) = &c.base else {
+                continue;
+            };
+            if *h != lower || !(c.family == "inet" || c.family == family) {
+                continue;
+            }
+            // iptables-nft's own tables are read from iptables-save.
+            let iptables_made = c.family == family
+                && fw.iptables.tables.contains_key(c.table.as_str())
+                && ["filter", "nat", "mangle", "raw", "security"]
+                    .contains(&c.table.as_str());
+            if !iptables_made {
+                out.push((*prio, Stage::Nft(c)));
+            }
+        }
+    }
+    out.sort_by_key(|(p, _)| *p);
+    out
+}
+
+/// Follows `pkt` through the firewall `fw` on `host`.
+pub fn evaluate(fw: &Firewall, host: &HostInfo, pkt: &Packet) -> Decision {
+    let v6 = pkt.dst.is_ipv6();
     let start = Path {
         pkt: pkt.clone(),
         trail: Vec::new(),
         maybe: false,
     };
     let mut finished: Vec<(bool, Path)> = Vec::new();
-    let first_hook = if pkt.iif.is_some() {
-        "PREROUTING"
-    } else {
-        "OUTPUT"
-    };
     let mut paths = vec![start];
-
-    // Before routing: raw, mangle, nat (DNAT).
-    for table in ["raw", "mangle", "nat"] {
-        paths = through(dump, host, table, first_hook, paths, &mut finished);
-    }
-
-    // Routing: to the host itself, or forwarded.
-    let mut local = Vec::new();
-    let mut forward = Vec::new();
-    for mut p in paths {
-        if p.pkt.iif.is_some() && host.is_local(&p.pkt.dst) {
-            local.push(p);
-        } else {
-            p.pkt.oif = host.route(&p.pkt.dst).map(str::to_string);
-            forward.push(p);
+    let run = |hook: &str, paths: Vec<Path>, finished: &mut Vec<(bool, Path)>| {
+        let mut paths = paths;
+        for (_, stage) in stages(fw, hook, v6) {
+            paths = match stage {
+                Stage::Iptables(table) => {
+                    through(fw.iptables, host, table, hook, paths, finished)
+                }
+                Stage::Nft(chain) => through_nft(fw, host, chain, paths, finished),
+            };
         }
-    }
+        paths
+    };
+
     if pkt.iif.is_none() {
-        // Locally generated: OUTPUT then POSTROUTING.
-        let mut out = forward;
-        out.extend(local);
-        for table in ["filter", "security"] {
-            out = through(dump, host, table, "OUTPUT", out, &mut finished);
+        // Locally generated: OUTPUT (routed first), then POSTROUTING.
+        for p in &mut paths {
+            p.pkt.oif = host.route(&p.pkt.dst).map(str::to_string);
         }
-        for table in ["mangle", "nat"] {
-            out = through(dump, host, table, "POSTROUTING", out, &mut finished);
-        }
-        finished.extend(out.into_iter().map(|p| (true, p)));
+        paths = run("OUTPUT", paths, &mut finished);
+        paths = run("POSTROUTING", paths, &mut finished);
+        finished.extend(paths.into_iter().map(|p| (true, p)));
     } else {
-        for table in ["mangle", "filter", "security", "nat"] {
-            local = through(dump, host, table, "INPUT", local, &mut finished);
+        paths = run("PREROUTING", paths, &mut finished);
+        // Routing: to the host itself, or forwarded.
+        let (local, mut forward): (Vec<Path>, Vec<Path>) =
+            paths.into_iter().partition(|p| host.is_local(&p.pkt.dst));
+        for p in &mut forward {
+            p.pkt.oif = host.route(&p.pkt.dst).map(str::to_string);
         }
+        let local = run("INPUT", local, &mut finished);
         finished.extend(local.into_iter().map(|p| (true, p)));
-        for table in ["mangle", "filter", "security"] {
-            forward = through(dump, host, table, "FORWARD", forward, &mut finished);
-        }
-        for table in ["mangle", "nat"] {
-            forward = through(dump, host, table, "POSTROUTING", forward, &mut finished);
-        }
+        let forward = run("FORWARD", forward, &mut finished);
+        let forward = run("POSTROUTING", forward, &mut finished);
         finished.extend(forward.into_iter().map(|p| (true, p)));
     }
 
@@ -356,6 +427,16 @@ fn walk(
     }
     let mut live = vec![start];
     for rule in &chain.rules {
+        // A rule that only logs, counts or marks cannot change where the
+        // packet goes, whatever it matches.
+        let inert = match &rule.verdict {
+            Verdict::None => true,
+            Verdict::Jump(t) => NON_TERMINAL.contains(&t.as_str()),
+            Verdict::Goto(_) => false,
+        };
+        if inert {
+            continue;
+        }
         let mut next = Vec::new();
         for p in live {
             let m = rule_matches(rule, &p.pkt, host);
@@ -779,4 +860,436 @@ fn nets_hit(values: &[String], addr: IpAddr) -> Tri {
         }
     }
     Tri::No
+}
+
+/// Runs every path through one native nftables base chain. An accept ends
+/// only this chain; a drop is final.
+fn through_nft(
+    fw: &Firewall,
+    host: &HostInfo,
+    chain: &NftChain,
+    paths: Vec<Path>,
+    finished: &mut Vec<(bool, Path)>,
+) -> Vec<Path> {
+    let mut out = Vec::new();
+    for p in paths {
+        for (end, mut path) in walk_nft(fw, host, chain, p, 0) {
+            let end = match end {
+                End::Return => {
+                    path.trail.push(Hit {
+                        table: format!("{} {}", chain.family, chain.table),
+                        chain: chain.name.clone(),
+                        line: 0,
+                        text: format!("policy {}", chain.policy),
+                        effect: format!("policy {}", chain.policy),
+                        maybe: false,
+                    });
+                    if chain.policy == "drop" {
+                        End::Drop
+                    } else {
+                        End::Accept
+                    }
+                }
+                e => e,
+            };
+            match end {
+                End::Drop => finished.push((false, path)),
+                _ => out.push(path),
+            }
+        }
+    }
+    dedupe(out)
+}
+
+fn walk_nft(
+    fw: &Firewall,
+    host: &HostInfo,
+    chain: &NftChain,
+    start: Path,
+    depth: usize,
+) -> Vec<(End, Path)> {
+    if depth > 64 {
+        let mut p = start;
+        p.maybe = true;
+        return vec![(End::Accept, p)];
+    }
+    let nft = fw.nft.expect("nft chains come from an nft ruleset");
+    let table = format!("{} {}", chain.family, chain.table);
+    let mut ended = Vec::new();
+    let mut live = vec![start];
+    for rule in &chain.rules {
+        // Logging, counting and meter updates without a verdict cannot
+        // change where the packet goes.
+        if !rule.expr.iter().any(is_verdict) {
+            continue;
+        }
+        let mut next = Vec::new();
+        'paths: for p in live {
+            // Statements run in order; matches narrow, the first verdict
+            // ends the rule.
+            let mut cur = vec![p];
+            for e in &rule.expr {
+                let mut after = Vec::new();
+                for mut q in cur {
+                    match nft_step(nft, chain, host, e, &mut q) {
+                        Step::Continue => after.push(q),
+                        Step::Miss => next.push(q),
+                        Step::Maybe => {
+                            let mut skip = q.clone();
+                            skip.maybe = true;
+                            next.push(skip);
+                            q.maybe = true;
+                            after.push(q);
+                        }
+                        Step::Verdict(v) => {
+                            let hit = Hit {
+                                table: table.clone(),
+                                chain: chain.name.clone(),
+                                line: rule.handle as usize,
+                                text: nftjson::describe(rule),
+                                effect: v.clone(),
+                                maybe: q.maybe,
+                            };
+                            match v.as_str() {
+                                "accept" | "dnat" | "snat" => {
+                                    q.trail.push(hit);
+                                    ended.push((End::Accept, q));
+                                }
+                                "drop" | "reject" => {
+                                    q.trail.push(hit);
+                                    ended.push((End::Drop, q));
+                                }
+                                "return" => {
+                                    q.trail.push(hit);
+                                    ended.push((End::Return, q));
+                                }
+                                jump => {
+                                    let (goto, target) = match jump.split_once(' ') {
+                                        Some(("goto", t)) => (true, t),
+                                        Some((_, t)) => (false, t),
+                                        None => (false, ""),
+                                    };
+                                    let Some(c) =
+                                        nft.chain(&chain.family, &chain.table, target)
+                                    else {
+                                        q.maybe = true;
+                                        ended.push((End::Accept, q));
+                                        continue;
+                                    };
+                                    q.trail.push(hit);
+                                    for (end, r) in walk_nft(fw, host, c, q, depth + 1) {
+                                        match end {
+                                            End::Return if goto => {
+                                                ended.push((End::Return, r))
+                                            }
+                                            End::Return => next.push(r),
+                                            e => ended.push((e, r)),
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                cur = after;
+                if cur.is_empty() {
+                    continue 'paths;
+                }
+            }
+            // No verdict: on to the next rule.
+            next.extend(cur);
+        }
+        live = dedupe(next);
+        if live.is_empty() {
+            break;
+        }
+    }
+    ended.extend(live.into_iter().map(|p| (End::Return, p)));
+    ended
+}
+
+fn is_verdict(e: &Value) -> bool {
+    e.as_object()
+        .and_then(|o| o.keys().next())
+        .is_some_and(|k| {
+            matches!(
+                k.as_str(),
+                "accept"
+                    | "drop"
+                    | "reject"
+                    | "return"
+                    | "jump"
+                    | "goto"
+                    | "dnat"
+                    | "snat"
+                    | "masquerade"
+                    | "redirect"
+                    | "queue"
+            )
+        })
+}
+
+enum Step {
+    Continue,
+    Miss,
+    Maybe,
+    /// "accept", "drop", "reject", "return", "dnat", "snat",
+    /// "jump NAME", "goto NAME".
+    Verdict(String),
+}
+
+fn nft_step(
+    nft: &NftRuleset,
+    chain: &NftChain,
+    host: &HostInfo,
+    e: &Value,
+    p: &mut Path,
+) -> Step {
+    let Some((key, body)) = e.as_object().and_then(|o| o.iter().next()) else {
+        return Step::Maybe;
+    };
+    match key.as_str() {
+        "match" => match nft_match(nft, chain, host, body, &p.pkt) {
+            Tri::Yes => Step::Continue,
+            Tri::No => Step::Miss,
+            Tri::Maybe => Step::Maybe,
+        },
+        "counter" | "log" | "notrack" | "mangle" | "meta" | "ct" | "quota" => {
+            Step::Continue
+        }
+        // A rate limit, or `update @meter { ... limit ... }`, passes some
+        // packets and not others.
+        "limit" | "set" => Step::Maybe,
+        "accept" => Step::Verdict("accept".into()),
+        "drop" => Step::Verdict("drop".into()),
+        "reject" => Step::Verdict("reject".into()),
+        "return" => Step::Verdict("return".into()),
+        "continue" => Step::Continue,
+        "jump" => Step::Verdict(format!(
+            "jump {}",
+            body["target"].as_str().unwrap_or_default()
+        )),
+        "goto" => Step::Verdict(format!(
+            "goto {}",
+            body["target"].as_str().unwrap_or_default()
+        )),
+        "dnat" | "redirect" => {
+            let before = (p.pkt.dst, p.pkt.dport);
+            if key == "redirect" {
+                p.pkt.dst = host.local.first().copied().unwrap_or(p.pkt.dst);
+            } else if let Some(a) = body["addr"].as_str().and_then(|a| a.parse().ok()) {
+                p.pkt.dst = a;
+            } else {
+                p.maybe = true;
+            }
+            if let Some(port) = body["port"].as_u64() {
+                p.pkt.dport = port as u16;
+            }
+            p.pkt.orig_dst.get_or_insert(before);
+            Step::Verdict("dnat".into())
+        }
+        "snat" | "masquerade" => Step::Verdict("snat".into()),
+        _ => Step::Maybe,
+    }
+}
+
+/// A packet field as the model knows it.
+enum Field {
+    Addr(IpAddr),
+    Int(u64),
+    Str(String),
+    Flags(Vec<&'static str>),
+    Unknown,
+    /// The field does not exist for this packet (wrong family/protocol):
+    /// the match fails.
+    Absent,
+}
+
+fn field(left: &Value, pkt: &Packet, host: &HostInfo) -> Field {
+    if let Some(m) = left.get("meta") {
+        return match m["key"].as_str().unwrap_or_default() {
+            "iifname" | "iif" => pkt.iif.clone().map_or(Field::Unknown, Field::Str),
+            "oifname" | "oif" => pkt.oif.clone().map_or(Field::Unknown, Field::Str),
+            "l4proto" | "protocol" if m["key"] == "l4proto" => {
+                Field::Str(pkt.proto.name().into())
+            }
+            "nfproto" => {
+                Field::Str(if pkt.dst.is_ipv6() { "ipv6" } else { "ipv4" }.into())
+            }
+            _ => Field::Unknown,
+        };
+    }
+    if let Some(pl) = left.get("payload") {
+        let proto = pl["protocol"].as_str().unwrap_or_default();
+        let f = pl["field"].as_str().unwrap_or_default();
+        return match (proto, f) {
+            ("ip", "saddr") | ("ip6", "saddr") => family_addr(proto, pkt.src),
+            ("ip", "daddr") | ("ip6", "daddr") => family_addr(proto, pkt.dst),
+            ("tcp" | "udp", "dport") if proto == pkt.proto.name() => {
+                Field::Int(pkt.dport.into())
+            }
+            ("tcp" | "udp", "sport") if proto == pkt.proto.name() => {
+                Field::Int(pkt.sport.into())
+            }
+            ("th", "dport") => Field::Int(pkt.dport.into()),
+            ("th", "sport") => Field::Int(pkt.sport.into()),
+            ("tcp" | "udp" | "icmp" | "icmpv6", _) => Field::Absent,
+            _ => Field::Unknown,
+        };
+    }
+    if let Some(ct) = left.get("ct") {
+        let original = ct["dir"].as_str().is_none_or(|d| d == "original");
+        return match ct["key"].as_str().unwrap_or_default() {
+            "state" => Field::Flags(vec!["new"]),
+            "status" => Field::Flags(if pkt.orig_dst.is_some() {
+                vec!["dnat"]
+            } else {
+                vec![]
+            }),
+            "proto-dst" if original => {
+                Field::Int(pkt.orig_dst.map_or(pkt.dport, |(_, p)| p).into())
+            }
+            "daddr" | "ip daddr" | "ip6 daddr" if original => {
+                Field::Addr(pkt.orig_dst.map_or(pkt.dst, |(a, _)| a))
+            }
+            "saddr" | "ip saddr" | "ip6 saddr" if original => Field::Addr(pkt.src),
+            "direction" => Field::Str("original".into()),
+            _ => Field::Unknown,
+        };
+    }
+    if let Some(fib) = left.get("fib") {
+        let daddr = fib["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "daddr"));
+        if fib["result"] == "type" && daddr {
+            let t = if host.is_local(&pkt.dst) {
+                "local"
+            } else {
+                "unicast"
+            };
+            return Field::Str(t.into());
+        }
+    }
+    Field::Unknown
+}
+
+fn family_addr(proto: &str, a: IpAddr) -> Field {
+    if (proto == "ip6") == a.is_ipv6() {
+        Field::Addr(a)
+    } else {
+        Field::Absent
+    }
+}
+
+fn nft_match(
+    nft: &NftRuleset,
+    chain: &NftChain,
+    host: &HostInfo,
+    m: &Value,
+    pkt: &Packet,
+) -> Tri {
+    let op = m["op"].as_str().unwrap_or("==");
+    let f = field(&m["left"], pkt, host);
+    let hit = match &f {
+        Field::Unknown => return Tri::Maybe,
+        Field::Absent => return Tri::No,
+        _ => contains(nft, chain, &m["right"], &f),
+    };
+    let Some(hit) = hit else {
+        return Tri::Maybe;
+    };
+    match op {
+        "==" | "in" => Tri::from(hit),
+        "!=" => Tri::from(!hit),
+        _ => Tri::Maybe,
+    }
+}
+
+/// Whether `right` (a value, set, prefix, range or `@set`) holds the field.
+/// `None` when the model cannot tell.
+fn contains(
+    nft: &NftRuleset,
+    chain: &NftChain,
+    right: &Value,
+    f: &Field,
+) -> Option<bool> {
+    match right {
+        Value::Array(items) => any_of(nft, chain, items, f),
+        Value::Object(o) if o.contains_key("set") => {
+            any_of(nft, chain, o["set"].as_array()?, f)
+        }
+        Value::String(s) if s.starts_with('@') => {
+            let set = nft.set(&chain.family, &chain.table, &s[1..])?;
+            any_of(nft, chain, &set.elem, f)
+        }
+        _ => one(right, f),
+    }
+}
+
+fn any_of(
+    nft: &NftRuleset,
+    chain: &NftChain,
+    items: &[Value],
+    f: &Field,
+) -> Option<bool> {
+    let mut unknown = false;
+    for i in items {
+        // Set elements with timeouts or counters come as {"elem": {...}}.
+        let v = i.get("elem").and_then(|e| e.get("val")).unwrap_or(i);
+        match contains(nft, chain, v, f) {
+            Some(true) => return Some(true),
+            Some(false) => {}
+            None => unknown = true,
+        }
+    }
+    if unknown {
+        None
+    } else {
+        Some(false)
+    }
+}
+
+fn one(v: &Value, f: &Field) -> Option<bool> {
+    match f {
+        Field::Addr(a) => {
+            if let Some(p) = v.get("prefix") {
+                let net: IpNet =
+                    format!("{}/{}", p["addr"].as_str()?, p["len"].as_u64()?)
+                        .parse()
+                        .ok()?;
+                return Some(net.contains(a));
+            }
+            if let Some(r) = v.get("range").and_then(Value::as_array) {
+                let lo: IpAddr = r.first()?.as_str()?.parse().ok()?;
+                let hi: IpAddr = r.get(1)?.as_str()?.parse().ok()?;
+                return Some(lo.is_ipv4() == a.is_ipv4() && lo <= *a && *a <= hi);
+            }
+            let addr: IpAddr = v.as_str()?.parse().ok()?;
+            Some(addr == *a)
+        }
+        Field::Int(n) => {
+            if let Some(r) = v.get("range").and_then(Value::as_array) {
+                let lo = r.first()?.as_u64()?;
+                let hi = r.get(1)?.as_u64()?;
+                return Some(lo <= *n && *n <= hi);
+            }
+            match v {
+                Value::Number(x) => Some(x.as_u64()? == *n),
+                // Service names (`ssh`) are not resolved.
+                _ => None,
+            }
+        }
+        Field::Str(s) => {
+            let want = v.as_str()?;
+            Some(match want.strip_suffix('*') {
+                Some(prefix) => s.starts_with(prefix),
+                None => s == want,
+            })
+        }
+        Field::Flags(flags) => match v {
+            Value::String(w) => Some(flags.contains(&w.as_str())),
+            _ => None,
+        },
+        Field::Unknown | Field::Absent => None,
+    }
 }

@@ -69,9 +69,11 @@ pub struct HostState {
     /// Addresses on the uplinks: what the internet connects to.
     pub public_addrs: Vec<IpAddr>,
     pub listeners: Vec<Listener>,
-    /// Native nftables tables that are not iptables-nft's own (`ip filter`,
-    /// `ip nat`, ...) and have base chains: the model does not evaluate
-    /// them, so what they might drop is unknown.
+    /// The whole nftables ruleset, when collected.
+    #[serde(skip)]
+    pub nft: Option<crate::nftjson::NftRuleset>,
+    /// Native nftables tables (not iptables-nft's own `ip filter`, `ip
+    /// nat`, ...) that have base chains, for reports.
     pub other_nft_tables: Vec<String>,
     /// Every address with its interface.
     pub iface_addrs: Vec<(String, IpAddr)>,
@@ -165,6 +167,11 @@ pub fn load(dir: &Path) -> Result<HostState, HostError> {
     }
     if let Some(t) = read("nft.json", &mut missing)? {
         st.other_nft_tables = native_tables(&t);
+        st.nft = Some(crate::nftjson::parse(&t).map_err(|detail| HostError::Json {
+            path: dir.join("nft.json"),
+            what: "nft -j list ruleset".into(),
+            detail,
+        })?);
     }
     st.missing = missing;
     Ok(st)

@@ -11,4 +11,5 @@ pub mod findings;
 pub mod host;
 pub mod init;
 pub mod iptables;
+pub mod nftjson;
 pub mod runtime;

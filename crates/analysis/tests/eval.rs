@@ -3,12 +3,16 @@
 
 use std::net::IpAddr;
 
-use palisade_analysis::eval::{evaluate, Fate, HostInfo, Packet, L4};
+use palisade_analysis::eval::{self, Fate, Firewall, HostInfo, Packet, L4};
 use palisade_analysis::iptables;
 
 fn dump() -> iptables::Dump {
     let text = include_str!("data/docker-ufw.iptables-save");
     iptables::parse(text, "docker-ufw.iptables-save").expect("parses")
+}
+
+fn evaluate(d: &iptables::Dump, host: &HostInfo, p: &Packet) -> eval::Decision {
+    eval::evaluate(&Firewall::iptables(d), host, p)
 }
 
 fn host() -> HostInfo {

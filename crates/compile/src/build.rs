@@ -451,6 +451,20 @@ impl Builder<'_> {
                 vec![ct(&[CtState::Established, CtState::Related])],
                 Action::Accept,
             ),
+            // Neighbour discovery between containers on one bridge passes
+            // the forward hook (Docker enables br_netfilter); without it no
+            // IPv6 flow between them works. It never leaves the link.
+            rule(
+                "icmpv6-neighbour",
+                vec![Match::Icmp {
+                    family: Family::V6,
+                    types: ["nd-neighbor-solicit", "nd-neighbor-advert"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                }],
+                Action::Accept,
+            ),
         ];
         // Published ports, DNAT path: the client's original port, the
         // container it was translated to, and the container port.

@@ -186,7 +186,7 @@ fn serve(f: &Flags) -> Result<i32> {
         }
         for &port in &dedup(&f.udp) {
             let at = SocketAddr::new(ip, port);
-            udp.push(UdpSocket::bind(at).with_context(|| format!("bind {at}/udp"))?);
+            udp.push(bind_udp(at).with_context(|| format!("bind {at}/udp"))?);
         }
     }
     for l in tcp {
@@ -229,6 +229,20 @@ fn listen(at: SocketAddr) -> io::Result<TcpListener> {
     }
     s.bind(&at.into())?;
     s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// A UDP socket; on `[::]` it takes IPv4 too.
+fn bind_udp(at: SocketAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(
+        Domain::for_address(at),
+        Type::DGRAM,
+        Some(SockProtocol::UDP),
+    )?;
+    if at.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
+    s.bind(&at.into())?;
     Ok(s.into())
 }
 

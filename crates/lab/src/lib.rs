@@ -42,8 +42,9 @@
 //!   flood by itself, which would look like a working rate limit.
 //! - Container IPv6 is probed only for networks with `subnet6`; the lab
 //!   then routes that subnet from the internet to the VPS (no NAT66).
-//! - Only the first public, rate-limited TCP port is flooded, from one
-//!   source; the SSH limit, ICMP, country lists and bans are not probed.
+//! - Floods go only at the first public, rate-limited TCP port and at
+//!   sshd, over IPv4, from one source each; ICMP, country lists and bans
+//!   are not probed.
 //! - A flood counts as limited when some but not all connections got in
 //!   and no more than `burst + rate x duration` (+25 %): a limit much
 //!   looser than the policy's shows as a mismatch, a stricter one does not.
@@ -59,6 +60,7 @@ mod lab;
 pub mod report;
 pub mod runner;
 pub mod topo;
+mod ufw;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
