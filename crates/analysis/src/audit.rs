@@ -37,12 +37,19 @@ pub struct Exposure {
 
 /// The exposure matrix from the internet.
 pub fn exposure(st: &HostState) -> Vec<Exposure> {
+    let v4 = INTERNET_V4.parse().expect("constant");
+    let v6 = INTERNET_V6.parse().expect("constant");
+    exposure_from(st, v4, v6)
+}
+
+/// The exposure matrix as seen from the given outside addresses.
+pub fn exposure_from(st: &HostState, src_v4: IpAddr, src_v6: IpAddr) -> Vec<Exposure> {
     let ports = candidate_ports(st);
     let mut out = Vec::new();
     for addr in &st.public_addrs {
         let (dump, src) = match addr {
-            IpAddr::V4(_) => (&st.v4, INTERNET_V4.parse::<IpAddr>().expect("constant")),
-            IpAddr::V6(_) => (&st.v6, INTERNET_V6.parse::<IpAddr>().expect("constant")),
+            IpAddr::V4(_) => (&st.v4, src_v4),
+            IpAddr::V6(_) => (&st.v6, src_v6),
         };
         let iif = st
             .iface_addrs

@@ -5,8 +5,11 @@
 //!
 //! Matches are three-valued. What the model knows (addresses, interfaces
 //! with `+` wildcards, protocols, ports, multiport, iprange, addrtype,
-//! conntrack state of a new connection, DNAT status) is decided; what it
-//! cannot know (rate limits, `recent`, ipsets without their contents,
+//! conntrack state of a new connection, DNAT status) is decided. The packet
+//! is a source's first new connection, so per-source state is known too: a
+//! `recent` list does not hold it yet and per-source limits (`hashlimit` by
+//! source, nft meters with `limit rate over`) are not reached. What the
+//! model cannot know (global rate limits, ipsets without their contents,
 //! marks, MACs, owners, unknown modules) is "maybe", and both outcomes are
 //! followed. A connection is reported `Pass` or `Blocked` only when every
 //! path agrees; otherwise it `MayPass`. The model never claims a block it
@@ -776,6 +779,43 @@ fn module_matches(m: &Module, p: &Packet, host: &HostInfo) -> Tri {
             }
         }
         "icmp" | "icmp6" | "icmpv6" => return Tri::No,
+        // IPv6 extension headers a new TCP or UDP connection does not carry:
+        // these modules match only packets that have them.
+        "rt" | "frag" | "hbh" | "dst" | "ah" | "esp" | "mh" => return Tri::No,
+        // Per-source state, seen by a source's first connection: not in
+        // any list yet, far below any per-source limit.
+        "recent" => {
+            for o in &m.options {
+                let r = match o.name.as_str() {
+                    "set" => Tri::Yes,
+                    "rcheck" | "update" | "remove" => Tri::No,
+                    _ => continue,
+                };
+                t = t.and(r.negate_if(o.negated));
+            }
+        }
+        "hashlimit" => {
+            let above = m.options.iter().any(|o| o.name == "hashlimit-above");
+            let per_source = m.options.iter().any(|o| {
+                o.name == "hashlimit-mode" && o.values.iter().any(|v| v.contains("srcip"))
+            });
+            return match (per_source, above) {
+                (true, true) => Tri::No,
+                (true, false) => Tri::Yes,
+                // One bucket for everyone: depends on all other traffic.
+                (false, _) => Tri::Maybe,
+            };
+        }
+        "connlimit" => {
+            for o in &m.options {
+                let r = match o.name.as_str() {
+                    "connlimit-above" => Tri::No,
+                    "connlimit-upto" => Tri::Yes,
+                    _ => continue,
+                };
+                t = t.and(r.negate_if(o.negated));
+            }
+        }
         _ => return Tri::Maybe,
     }
     t
@@ -1057,9 +1097,19 @@ fn nft_step(
         "counter" | "log" | "notrack" | "mangle" | "meta" | "ct" | "quota" => {
             Step::Continue
         }
-        // A rate limit, or `update @meter { ... limit ... }`, passes some
-        // packets and not others.
-        "limit" | "set" => Step::Maybe,
+        // A global rate limit passes some packets and not others, whatever
+        // the source.
+        "limit" => Step::Maybe,
+        // `update @meter { ip saddr limit rate over R }`: a per-source limit,
+        // which a source's first connection is far below. Other set updates
+        // only record.
+        "set" => match body["stmt"].as_array().and_then(|s| {
+            s.iter()
+                .find_map(|st| st.get("limit").map(|l| l["inv"] == true))
+        }) {
+            Some(true) => Step::Miss,
+            _ => Step::Continue,
+        },
         "accept" => Step::Verdict("accept".into()),
         "drop" => Step::Verdict("drop".into()),
         "reject" => Step::Verdict("reject".into()),

@@ -89,9 +89,29 @@ fn ssh_is_allowed_by_ufw() {
 }
 
 #[test]
-fn a_rate_limit_by_recent_may_pass() {
+fn a_per_source_limit_lets_a_sources_first_connection_pass() {
+    // `ufw limit`: `recent` per source; a fresh source is in no list.
     let d = evaluate(&dump(), &host(), &from_internet(2222));
-    assert_eq!(d.fate, Fate::MayPass, "{:#?}", d.trail);
+    assert_eq!(d.fate, Fate::Pass, "{:#?}", d.trail);
+    assert_eq!(
+        d.trail.last().map(|h| h.chain.as_str()),
+        Some("ufw-user-limit-accept")
+    );
+}
+
+#[test]
+fn a_global_rate_limit_may_pass() {
+    let text = "*filter\n:INPUT DROP [0:0]\n\
+                -A INPUT -p tcp -m tcp --dport 25 -m limit --limit 3/min -j ACCEPT\nCOMMIT\n";
+    let d = iptables::parse(text, "t").expect("parses");
+    assert_eq!(
+        evaluate(&d, &host(), &from_internet(25)).fate,
+        Fate::MayPass
+    );
+    assert_eq!(
+        evaluate(&d, &host(), &from_internet(26)).fate,
+        Fate::Blocked
+    );
 }
 
 #[test]

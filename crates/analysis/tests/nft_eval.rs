@@ -107,16 +107,15 @@ fn palisades_table_read_back_from_the_kernel_decides_like_the_tracer() {
         orig_dst: None,
     };
 
-    // SSH: admins only. Rate limits are "maybe": the model cannot know the
-    // source's history, so an admin may pass.
+    // SSH: admins only; a source's first connection is under its limit.
     let d = evaluate(&fw, &host, &to_host("198.51.100.10", 22));
-    assert_eq!(d.fate, Fate::MayPass, "{:#?}", d.trail);
+    assert_eq!(d.fate, Fate::Pass, "{:#?}", d.trail);
     let d = evaluate(&fw, &host, &to_host("203.0.113.99", 22));
     assert_eq!(d.fate, Fate::Blocked, "{:#?}", d.trail);
 
     // A published port through DNAT: public, per-source limited.
     let d = evaluate(&fw, &host, &to_host("203.0.113.99", 80));
-    assert_eq!(d.fate, Fate::MayPass, "{:#?}", d.trail);
+    assert_eq!(d.fate, Fate::Pass, "{:#?}", d.trail);
     assert_eq!(d.packet.dst, ip("192.0.2.9"));
 
     // The dashboard backend: trusted sources only.

@@ -146,7 +146,7 @@ pub fn run(opts: LabOptions) -> Result<LabReport> {
 
     let mismatches = probes
         .iter()
-        .filter(|p| p.phase == Phase::Palisade && !p.matches)
+        .filter(|p| p.phase != Phase::Ufw && !p.matches)
         .count();
     let ufw_leaks = probes
         .iter()
@@ -751,7 +751,15 @@ impl Lab {
         check_interrupt()?;
 
         let plan = self.layout().outside();
-        probes.extend(self.probe(opts, Phase::Ufw, plan)?);
+        let seen = self.probe(opts, Phase::Ufw, plan)?;
+        self.say("auditing the host as UFW and Docker left it");
+        let audited = crate::audit::against_probes(
+            &self.topo.vps,
+            &self.work.path.join("audit-ufw"),
+            &seen,
+        )?;
+        probes.extend(seen);
+        probes.extend(audited);
         probes.extend(self.floods(opts, Phase::Ufw)?);
         ufw.remove()
     }
@@ -830,7 +838,15 @@ impl Lab {
                     .into(),
             );
         }
-        probes.extend(self.probe(opts, Phase::Palisade, plan)?);
+        let seen = self.probe(opts, Phase::Palisade, plan)?;
+        self.say("auditing the host with palisade's rules in place");
+        let audited = crate::audit::against_probes(
+            &self.topo.vps,
+            &self.work.path.join("audit-palisade"),
+            &seen,
+        )?;
+        probes.extend(seen);
+        probes.extend(audited);
         check_interrupt()?;
 
         let floods = self.floods(opts, Phase::Palisade)?;

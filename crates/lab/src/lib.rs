@@ -52,6 +52,7 @@
 //!   changes while it runs, even if something else changed them.
 
 pub mod agent;
+mod audit;
 mod cleanup;
 mod cmd;
 mod docker;

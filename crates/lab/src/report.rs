@@ -4,7 +4,9 @@
 //! Probes of the `ufw` phase show the host protected the usual way (UFW
 //! plus Docker) and never fail the run; they are the "before" picture.
 //! Probes of the `palisade` phase are the proof: any mismatch there fails
-//! the run.
+//! the run. Rows of the `audit` phase hold `palisade audit`'s verdict,
+//! computed from the host's rules alone, against what the packets did in
+//! the phase before it; a disagreement fails the run too.
 
 use std::fmt::Write as _;
 
@@ -68,6 +70,9 @@ pub enum Phase {
     Ufw,
     /// palisade's rules applied. Every mismatch fails the run.
     Palisade,
+    /// `palisade audit`'s verdicts against the packets of the phase before.
+    /// Every mismatch fails the run.
+    Audit,
 }
 
 /// What a probe checks.
@@ -88,6 +93,8 @@ pub enum Check {
     HostEgress,
     /// A flood of new connections from one source.
     RateLimit,
+    /// The audit's verdict for a port the client probed.
+    Audit,
 }
 
 impl Check {
@@ -100,6 +107,7 @@ impl Check {
             Check::ContainerEgress => "container-egress",
             Check::HostEgress => "host-egress",
             Check::RateLimit => "rate-limit",
+            Check::Audit => "audit",
         }
     }
 }
@@ -156,6 +164,10 @@ impl LabReport {
         for (phase, title) in [
             (Phase::Ufw, "Before: UFW the usual way, next to Docker"),
             (Phase::Palisade, "With palisade"),
+            (
+                Phase::Audit,
+                "palisade audit, from the host's rules alone, against the packets",
+            ),
         ] {
             let rows: Vec<&ProbeResult> =
                 self.probes.iter().filter(|p| p.phase == phase).collect();
@@ -171,7 +183,7 @@ impl LabReport {
                         (_, true) => "ok",
                         (Phase::Ufw, false) if p.actual == Reach::Open => "LEAK",
                         (Phase::Ufw, false) => "differs",
-                        (Phase::Palisade, false) => "MISMATCH",
+                        (Phase::Palisade | Phase::Audit, false) => "MISMATCH",
                     };
                     [
                         p.check.as_str().to_string(),
@@ -221,6 +233,7 @@ impl LabReport {
             let phase = match phase {
                 Phase::Ufw => "ufw",
                 Phase::Palisade => "palisade",
+                Phase::Audit => "audit",
             };
             let _ = writeln!(
                 s,
@@ -231,11 +244,7 @@ impl LabReport {
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
-        let enforced = self
-            .probes
-            .iter()
-            .filter(|p| p.phase == Phase::Palisade)
-            .count();
+        let enforced = self.probes.iter().filter(|p| p.phase != Phase::Ufw).count();
         let _ = writeln!(
             s,
             "policy {}, enforced by {}: {} of {} probes as intended{}; \
@@ -284,7 +293,7 @@ mod tests {
     fn report(probes: Vec<ProbeResult>) -> LabReport {
         let mismatches = probes
             .iter()
-            .filter(|p| p.phase == Phase::Palisade && !p.matches)
+            .filter(|p| p.phase != Phase::Ufw && !p.matches)
             .count();
         LabReport {
             run_id: "pl1a-".into(),
