@@ -76,6 +76,19 @@ enum Command {
     },
     /// Save the host's firewall and network state into DIR for offline use.
     Collect { dir: PathBuf },
+    /// Check the host's real rules against a policy: every difference with
+    /// a concrete packet and the rule that decides it. Exit 1 on any.
+    Verify {
+        /// Policy file; the built-in trading-bot policy if omitted.
+        policy: Option<PathBuf>,
+        /// Read the host's state from this folder instead of the live host
+        /// (container addresses from `resolution.json` in it, if present).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Docker Engine API address, for container addresses (live only).
+        #[arg(long)]
+        docker_host: Option<String>,
+    },
     /// Write a starting policy for a compose file to stdout.
     Init {
         /// docker-compose file to start from.
@@ -333,6 +346,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Some(w) if w >= fail_on.severity() => EXIT_FINDINGS,
                 _ => EXIT_OK,
             })
+        }
+        Command::Verify {
+            policy,
+            from,
+            docker_host,
+        } => {
+            let Some(p) = load(policy.as_ref(), format) else {
+                return Ok(EXIT_BAD_INPUT);
+            };
+            verify(&p, from.as_deref(), docker_host.as_deref(), format)
         }
         Command::Collect { dir } => {
             let failed = palisade_analysis::host::collect(&dir)?;
@@ -598,4 +621,91 @@ fn audit_host(
         println!();
     }
     Ok(Some(audit::findings(&matrix, &source)))
+}
+
+fn verify(
+    policy: &Policy,
+    from: Option<&std::path::Path>,
+    docker_host: Option<&str>,
+    format: Format,
+) -> anyhow::Result<u8> {
+    use palisade_analysis::host;
+    let live;
+    let dir = match from {
+        Some(d) => d.to_path_buf(),
+        None => {
+            live = tempfile::tempdir().context("making a temporary folder")?;
+            for f in host::collect(live.path())? {
+                eprintln!("palisade: collect: {f}");
+            }
+            live.path().to_path_buf()
+        }
+    };
+    let state = match host::load(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("palisade: verify: {e}");
+            return Ok(EXIT_BAD_INPUT);
+        }
+    };
+    let resolution = match from {
+        Some(d) => match std::fs::read_to_string(d.join("resolution.json")) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| {
+                format!("{}: not a resolution", d.join("resolution.json").display())
+            })?,
+            Err(_) => {
+                eprintln!(
+                    "palisade: verify: no resolution.json in {}: containers are not checked",
+                    d.display()
+                );
+                Default::default()
+            }
+        },
+        None => match palisade_enforce::resolve(policy, docker_host) {
+            Ok(r) => r.resolution,
+            Err(e) => {
+                eprintln!("palisade: verify: {e}\n  containers are not checked");
+                Default::default()
+            }
+        },
+    };
+    let v = palisade_analysis::verify::verify(policy, &resolution, &state);
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        Format::Human => {
+            for d in &v.differences {
+                let p = &d.packet;
+                let want = if d.expected_open { "open" } else { "closed" };
+                let got = match d.fate {
+                    palisade_analysis::eval::Fate::Pass => "open",
+                    palisade_analysis::eval::Fate::Blocked => "blocked",
+                    palisade_analysis::eval::Fate::MayPass => "may pass",
+                };
+                println!("DIFFERENCE {}: intended {want}, host says {got}", d.intent);
+                let orig = match p.orig_dst {
+                    Some((a, port)) => format!(" (sent to {a}:{port}, DNAT)"),
+                    None => String::new(),
+                };
+                println!(
+                    "  packet: {} -> {}:{}/{:?}{orig} in on {}",
+                    p.src,
+                    p.dst,
+                    p.dport,
+                    p.proto,
+                    p.iif.as_deref().unwrap_or("-")
+                );
+                println!("  decided by: {}", d.decided_by);
+            }
+            println!(
+                "{} of {} expectations hold",
+                v.checked - v.differences.len(),
+                v.checked
+            );
+        }
+    }
+    Ok(if v.differences.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    })
 }

@@ -118,7 +118,8 @@ fn input_blocks(fw: &Firewall, st: &HostState, pkt: &Packet) -> bool {
     evaluate(&fw, &st.info, pkt).fate == Fate::Blocked
 }
 
-fn candidate_ports(st: &HostState) -> Vec<(L4, u16)> {
+/// Every port the host state mentions: DNAT and filter rules, sockets.
+pub fn candidate_ports(st: &HostState) -> Vec<(L4, u16)> {
     let mut set: BTreeSet<(L4, u16)> = BTreeSet::new();
     for dump in [&st.v4, &st.v6] {
         for table in dump.tables.values() {

@@ -13,3 +13,4 @@ pub mod init;
 pub mod iptables;
 pub mod nftjson;
 pub mod runtime;
+pub mod verify;

@@ -752,6 +752,14 @@ impl Lab {
 
         let plan = self.layout().outside();
         let seen = self.probe(opts, Phase::Ufw, plan)?;
+        if let Some(v) = self.verify(opts)? {
+            let checked = v["checked"].as_u64().unwrap_or(0);
+            let differences = v["differences"].as_array().map_or(0, Vec::len);
+            self.say(&format!(
+                "palisade verify on the UFW host: {} of {checked} expectations hold",
+                checked as usize - differences
+            ));
+        }
         self.say("auditing the host as UFW and Docker left it");
         let audited = crate::audit::against_probes(
             &self.topo.vps,
@@ -762,6 +770,43 @@ impl Lab {
         probes.extend(audited);
         probes.extend(self.floods(opts, Phase::Ufw)?);
         ufw.remove()
+    }
+
+    /// `palisade verify` inside the VPS, as JSON; `None` when the lab does
+    /// not run a palisade binary (it enforces a ruleset file or nothing).
+    fn verify(&self, opts: &LabOptions) -> Result<Option<serde_json::Value>> {
+        let Enforce::Apply { exe } = &opts.enforce else {
+            return Ok(None);
+        };
+        let exe = match exe {
+            Some(e) => e.clone(),
+            None => runner::default_exe()?,
+        };
+        let host = self
+            .docker
+            .as_ref()
+            .map(|d| d.host.clone())
+            .unwrap_or_default();
+        self.say("checking the live rules against the policy with `palisade verify`");
+        let policy = self.policy_path.display().to_string();
+        let args = [
+            "--format",
+            "json",
+            "verify",
+            &policy,
+            "--docker-host",
+            &host,
+        ];
+        let mut c = self.topo.vps.exec(&exe, &args);
+        let o = cmd::output(&mut c, Duration::from_secs(120))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&o.stdout).with_context(|| {
+                format!(
+                    "`palisade verify` printed no report:\n{}{}",
+                    o.stdout, o.stderr
+                )
+            })?;
+        Ok(Some(v))
     }
 
     fn enforce(&mut self, opts: &LabOptions) -> Result<String> {
@@ -847,6 +892,9 @@ impl Lab {
         )?;
         probes.extend(seen);
         probes.extend(audited);
+        if let Some(v) = self.verify(opts)? {
+            probes.extend(verify_rows(&v));
+        }
         check_interrupt()?;
 
         let floods = self.floods(opts, Phase::Palisade)?;
@@ -856,4 +904,59 @@ impl Lab {
         probes.extend(floods);
         Ok(())
     }
+}
+
+/// Rows for a `palisade verify` report: one per difference (each fails the
+/// run), or one saying that every expectation holds.
+fn verify_rows(v: &serde_json::Value) -> Vec<ProbeResult> {
+    let checked = v["checked"].as_u64().unwrap_or(0);
+    let diffs = v["differences"].as_array().cloned().unwrap_or_default();
+    let row =
+        |to: String, what: String, expected: Reach, actual: Reach, detail: String| {
+            ProbeResult {
+                phase: Phase::Audit,
+                check: Check::Verify,
+                from: "verify".into(),
+                to,
+                proto: Proto::Tcp,
+                what,
+                expected,
+                actual,
+                detail,
+                ms: 0,
+                matches: expected == actual,
+            }
+        };
+    if diffs.is_empty() {
+        return vec![row(
+            "policy".into(),
+            format!("{checked} expectations checked against the live rules"),
+            Reach::Closed,
+            Reach::Closed,
+            "no difference".into(),
+        )];
+    }
+    diffs
+        .iter()
+        .map(|d| {
+            let p = &d["packet"];
+            let expected = if d["expected_open"] == true {
+                Reach::Open
+            } else {
+                Reach::Closed
+            };
+            let actual = match d["fate"].as_str() {
+                Some("pass") => Reach::Open,
+                Some("blocked") => Reach::Closed,
+                _ => Reach::Error,
+            };
+            row(
+                format!("{} -> {}:{}", p["src"], p["dst"], p["dport"]).replace('"', ""),
+                d["intent"].as_str().unwrap_or_default().to_string(),
+                expected,
+                actual,
+                d["decided_by"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }

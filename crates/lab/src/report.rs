@@ -95,6 +95,8 @@ pub enum Check {
     RateLimit,
     /// The audit's verdict for a port the client probed.
     Audit,
+    /// `palisade verify`: the live rules against the policy's intent.
+    Verify,
 }
 
 impl Check {
@@ -108,6 +110,7 @@ impl Check {
             Check::HostEgress => "host-egress",
             Check::RateLimit => "rate-limit",
             Check::Audit => "audit",
+            Check::Verify => "verify",
         }
     }
 }

@@ -1,0 +1,80 @@
+//! `verify` on a Docker host with UFW: the published port UFW "closes"
+//! is a difference with its counterexample packet and Docker's rule.
+
+use std::net::IpAddr;
+
+use palisade_analysis::eval::{Fate, HostInfo};
+use palisade_analysis::host::HostState;
+use palisade_analysis::{iptables, verify};
+use palisade_compile::{Resolution, ResolvedService};
+
+const POLICY: &str = r#"
+[host]
+public_interfaces = ["eth0"]
+[groups]
+admin = ["198.51.100.10"]
+[ssh]
+allow = ["admin"]
+[services.web]
+ports = [{ port = 80, publish = 8080, expose = "loopback" }]
+"#;
+
+fn state() -> HostState {
+    let text = include_str!("data/docker-ufw.iptables-save");
+    let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+    HostState {
+        v4: iptables::parse(text, "docker-ufw").expect("parses"),
+        info: HostInfo {
+            local: vec![ip("203.0.113.10"), ip("192.0.2.1")],
+            routes: vec![
+                ("0.0.0.0/0".parse().expect("net"), "eth0".into()),
+                (
+                    "192.0.2.0/24".parse().expect("net"),
+                    "br-5348d0a9e4ea".into(),
+                ),
+            ],
+        },
+        uplinks: vec!["eth0".into()],
+        public_addrs: vec![ip("203.0.113.10")],
+        iface_addrs: vec![("eth0".into(), ip("203.0.113.10"))],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_port_meant_for_loopback_that_docker_publishes_is_a_difference() {
+    let policy = palisade_policy::parse(POLICY, "p.toml").expect("valid");
+    let mut res = Resolution::default();
+    res.services.insert(
+        "web".into(),
+        ResolvedService {
+            containers: vec!["web".into()],
+            v4: vec!["192.0.2.2".parse().expect("v4")],
+            v6: vec![],
+        },
+    );
+    let v = verify::verify(&policy, &res, &state());
+    let web: Vec<_> = v
+        .differences
+        .iter()
+        .filter(|d| d.packet.orig_dst.is_some_and(|(_, p)| p == 8080))
+        .collect();
+    assert!(!web.is_empty(), "{:#?}", v.differences);
+    let d = web[0];
+    assert!(!d.expected_open);
+    assert_eq!(d.fate, Fate::Pass);
+    assert_eq!(d.packet.dst, "192.0.2.2".parse::<IpAddr>().expect("v4"));
+    assert!(d.decided_by.contains("DOCKER"), "{}", d.decided_by);
+
+    // UFW lets every source reach SSH; the policy only the admin.
+    assert!(v
+        .differences
+        .iter()
+        .any(|d| d.intent.starts_with("ssh 22/tcp") && d.intent.ends_with("a stranger")));
+    assert!(
+        !v.differences
+            .iter()
+            .any(|d| d.intent.starts_with("ssh 22/tcp")
+                && d.intent.ends_with("group admin"))
+    );
+}
