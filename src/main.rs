@@ -49,16 +49,26 @@ enum Command {
     },
     /// Follow one new connection through the compiled policy and print
     /// the verdict and the rule that decides it.
+    ///
+    /// With --live (or --from DIR): follow it through the host's real
+    /// chains instead, with SRC an address (or `host`) and DST ADDR:PORT.
+    #[command(override_usage = "palisade trace POLICY SRC DST:PORT[/PROTO]\n       \
+                                palisade trace --live SRC DST:PORT[/PROTO]")]
     Trace {
-        /// Policy file.
-        policy: PathBuf,
-        /// Source: an address, a service, a group, `host` or `loopback`.
-        src: String,
-        /// Destination as DST:PORT[/PROTO], e.g. `host:22/tcp`, `nginx:80`.
-        dst: String,
+        /// POLICY SRC DST, or SRC DST with --live or --from. SRC: an
+        /// address, a service, a group, `host` or `loopback`; DST:
+        /// DST:PORT[/PROTO], e.g. `host:22/tcp`, `nginx:80`.
+        #[arg(num_args = 2..=3, required = true)]
+        args: Vec<String>,
         /// Use IPv6 when neither end is an address.
         #[arg(short = '6', long)]
         ipv6: bool,
+        /// Trace through the live host's rules.
+        #[arg(long)]
+        live: bool,
+        /// Trace through a collection made by `palisade collect`.
+        #[arg(long, conflicts_with = "live")]
+        from: Option<PathBuf>,
     },
     /// Audit what the internet reaches on this host (or a collection made
     /// by `palisade collect`), or how a compose file's containers run.
@@ -70,6 +80,10 @@ enum Command {
         /// Audit a docker-compose file instead of a host.
         #[arg(long)]
         compose: Option<PathBuf>,
+        /// Where the connections come from (an IPv4 and/or an IPv6 address;
+        /// default: addresses in no network of yours).
+        #[arg(long = "source", value_name = "ADDR")]
+        sources: Vec<std::net::IpAddr>,
         /// Lowest severity that makes the exit code 1.
         #[arg(long, value_enum, default_value_t = FailOn::High)]
         fail_on: FailOn,
@@ -290,12 +304,24 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Trace {
-            policy,
-            src,
-            dst,
+            args,
             ipv6,
+            live,
+            from,
         } => {
-            let Some(p) = load(Some(&policy), format) else {
+            if live || from.is_some() {
+                let [src, dst] = &args[..] else {
+                    eprintln!("palisade: trace --live takes SRC and DST:PORT[/PROTO]");
+                    return Ok(EXIT_BAD_INPUT);
+                };
+                return trace_live(from.as_deref(), src, dst, format);
+            }
+            let [policy, src, dst] = &args[..] else {
+                eprintln!("palisade: trace takes POLICY SRC DST:PORT[/PROTO] (or --live SRC DST)");
+                return Ok(EXIT_BAD_INPUT);
+            };
+            let (src, dst) = (src.clone(), dst.clone());
+            let Some(p) = load(Some(&PathBuf::from(policy)), format) else {
                 return Ok(EXIT_BAD_INPUT);
             };
             let query = match palisade_compile::trace::parse_query(&p, &src, &dst, ipv6) {
@@ -316,6 +342,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit {
             from,
             compose,
+            sources,
             fail_on,
         } => {
             let findings = match compose {
@@ -326,7 +353,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     palisade_analysis::runtime::audit(&file, &text, &shown)
                 }
                 None => {
-                    let Some(findings) = audit_host(from.as_deref(), format)? else {
+                    let Some(findings) = audit_host(from.as_deref(), &sources, format)?
+                    else {
                         return Ok(EXIT_BAD_INPUT);
                     };
                     findings
@@ -564,6 +592,7 @@ fn print_apply(r: &palisade_enforce::ApplyReport) {
 /// format) and returns the findings. `None`: bad input, already printed.
 fn audit_host(
     from: Option<&std::path::Path>,
+    sources: &[std::net::IpAddr],
     format: Format,
 ) -> anyhow::Result<Option<Vec<palisade_analysis::findings::Finding>>> {
     use palisade_analysis::{audit, host};
@@ -585,13 +614,19 @@ fn audit_host(
             return Ok(None);
         }
     };
-    let matrix = audit::exposure(&state);
+    let src4 = sources
+        .iter()
+        .find(|a| a.is_ipv4())
+        .copied()
+        .unwrap_or_else(|| audit::INTERNET_V4.parse().expect("constant"));
+    let src6 = sources
+        .iter()
+        .find(|a| a.is_ipv6())
+        .copied()
+        .unwrap_or_else(|| audit::INTERNET_V6.parse().expect("constant"));
+    let matrix = audit::exposure_from(&state, src4, src6);
     if format == Format::Human {
-        println!(
-            "What the internet ({} / {}) reaches on {source}:",
-            audit::INTERNET_V4,
-            audit::INTERNET_V6
-        );
+        println!("What {src4} / {src6} reach on {source}:");
         println!(
             "{:<24} {:<10} {:<9} {:<22} DECIDED BY",
             "ADDRESS", "PORT", "VERDICT", "REACHES"
@@ -708,4 +743,142 @@ fn verify(
     } else {
         EXIT_FINDINGS
     })
+}
+
+/// `trace --live`: one packet through the host's real chains.
+fn trace_live(
+    from: Option<&std::path::Path>,
+    src: &str,
+    dst: &str,
+    format: Format,
+) -> anyhow::Result<u8> {
+    use palisade_analysis::eval::{evaluate, Firewall, Packet, L4};
+    use palisade_analysis::host;
+    let live;
+    let dir = match from {
+        Some(d) => d.to_path_buf(),
+        None => {
+            live = tempfile::tempdir().context("making a temporary folder")?;
+            for f in host::collect(live.path())? {
+                eprintln!("palisade: collect: {f}");
+            }
+            live.path().to_path_buf()
+        }
+    };
+    let state = match host::load(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("palisade: trace: {e}");
+            return Ok(EXIT_BAD_INPUT);
+        }
+    };
+    let bad = |msg: String| {
+        eprintln!("palisade: trace: {msg}");
+        Ok(EXIT_BAD_INPUT)
+    };
+    let (rest, proto) = match dst.rsplit_once('/') {
+        Some((r, "tcp")) => (r, L4::Tcp),
+        Some((r, "udp")) => (r, L4::Udp),
+        Some((_, p)) => {
+            return bad(format!("unknown protocol `{p}`; expected tcp or udp"))
+        }
+        None => (dst, L4::Tcp),
+    };
+    let Some((addr, port)) = rest.rsplit_once(':') else {
+        return bad(format!("`{dst}`: expected ADDR:PORT[/PROTO]"));
+    };
+    let Some(port) = port.parse::<u16>().ok().filter(|p| *p > 0) else {
+        return bad(format!("`{port}` is not a port (1-65535)"));
+    };
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let first_public = |v6: bool| {
+        state
+            .public_addrs
+            .iter()
+            .find(|a| a.is_ipv6() == v6)
+            .copied()
+    };
+    let src_ip: Option<std::net::IpAddr> = if src == "host" {
+        None
+    } else {
+        match src.parse() {
+            Ok(a) => Some(a),
+            Err(_) => return bad(format!("`{src}` is not an IP address or `host`")),
+        }
+    };
+    let v6 = src_ip.is_some_and(|a| a.is_ipv6()) || addr.contains(':');
+    let dst_ip = if addr == "host" {
+        match first_public(v6) {
+            Some(a) => a,
+            None => return bad("the host has no public address of that family".into()),
+        }
+    } else {
+        match addr.parse() {
+            Ok(a) => a,
+            Err(_) => return bad(format!("`{addr}` is not an IP address or `host`")),
+        }
+    };
+    let (src_ip, iif) = match src_ip {
+        // Sent by the host itself, from its public address.
+        None => (first_public(dst_ip.is_ipv6()).unwrap_or(dst_ip), None),
+        Some(a) if state.info.is_local(&a) => (a, None),
+        Some(a) => (a, state.info.route(&a).map(str::to_string)),
+    };
+    let pkt = Packet {
+        src: src_ip,
+        dst: dst_ip,
+        proto,
+        sport: 40000,
+        dport: port,
+        iif,
+        oif: None,
+        orig_dst: None,
+    };
+    let dump = if dst_ip.is_ipv6() {
+        &state.v6
+    } else {
+        &state.v4
+    };
+    let fw = Firewall {
+        iptables: dump,
+        nft: state.nft.as_ref(),
+    };
+    let d = evaluate(&fw, &state.info, &pkt);
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+        Format::Human => {
+            println!(
+                "{} -> {}:{}/{:?} in on {}",
+                pkt.src,
+                pkt.dst,
+                pkt.dport,
+                pkt.proto,
+                pkt.iif.as_deref().unwrap_or("(sent by the host)")
+            );
+            for h in &d.trail {
+                let maybe = if h.maybe { " (undecidable match)" } else { "" };
+                println!(
+                    "  {:<16} {:<24} {:<10} {}{maybe}",
+                    h.table,
+                    format!("{}:{}", h.chain, h.line),
+                    h.effect,
+                    h.text
+                );
+            }
+            let verdict = match d.fate {
+                palisade_analysis::eval::Fate::Pass => "PASS",
+                palisade_analysis::eval::Fate::Blocked => "BLOCKED",
+                palisade_analysis::eval::Fate::MayPass => "MAY PASS",
+            };
+            let out = match &d.packet.oif {
+                Some(o) => format!(" out on {o}"),
+                None => String::new(),
+            };
+            println!(
+                "verdict: {verdict}, reaching {}:{}{out}",
+                d.packet.dst, d.packet.dport
+            );
+        }
+    }
+    Ok(EXIT_OK)
 }

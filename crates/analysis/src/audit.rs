@@ -16,7 +16,7 @@ use crate::findings::{Finding, Severity};
 use crate::host::HostState;
 
 /// Where the audit's internet packets come from.
-pub const INTERNET_V4: &str = "198.51.100.254";
+pub const INTERNET_V4: &str = "203.0.113.254";
 pub const INTERNET_V6: &str = "2001:db8:ffff::254";
 
 /// One port as seen from the internet.
@@ -149,6 +149,15 @@ pub fn candidate_ports(st: &HostState) -> Vec<(L4, u16)> {
             }
         }
     }
+    if let Some(nft) = &st.nft {
+        for chain in &nft.chains {
+            for rule in &chain.rules {
+                for e in &rule.expr {
+                    nft_ports(e, &mut set);
+                }
+            }
+        }
+    }
     for l in &st.listeners {
         if l.addr.is_some_and(|a| a.is_loopback()) {
             continue;
@@ -161,6 +170,40 @@ pub fn candidate_ports(st: &HostState) -> Vec<(L4, u16)> {
         set.insert((proto, l.port));
     }
     set.into_iter().collect()
+}
+
+/// Ports compared in an nftables match (`tcp dport 22`, `th dport { 80,
+/// 443 }`, `ct original proto-dst 8080` after `meta l4proto tcp`).
+fn nft_ports(e: &serde_json::Value, set: &mut BTreeSet<(L4, u16)>) {
+    let Some(m) = e.get("match") else {
+        return;
+    };
+    let left = &m["left"];
+    let protos: &[L4] = match left["payload"]["protocol"].as_str() {
+        Some("tcp") => &[L4::Tcp],
+        Some("udp") => &[L4::Udp],
+        Some("th") => &[L4::Tcp, L4::Udp],
+        _ if left["ct"]["key"] == "proto-dst" => &[L4::Tcp, L4::Udp],
+        _ => return,
+    };
+    if left["payload"]["field"]
+        .as_str()
+        .is_some_and(|f| f != "dport")
+    {
+        return;
+    }
+    let right = &m["right"];
+    let mut ports: Vec<u64> = right.as_u64().into_iter().collect();
+    if let Some(items) = right.get("set").and_then(|s| s.as_array()) {
+        ports.extend(items.iter().filter_map(|v| v.as_u64()));
+    }
+    for p in ports {
+        if let Ok(p) = u16::try_from(p) {
+            for proto in protos {
+                set.insert((*proto, p));
+            }
+        }
+    }
 }
 
 /// Findings from the exposure matrix.

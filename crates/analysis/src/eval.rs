@@ -920,7 +920,7 @@ fn through_nft(
                         table: format!("{} {}", chain.family, chain.table),
                         chain: chain.name.clone(),
                         line: 0,
-                        text: format!("policy {}", chain.policy),
+                        text: "(end of the chain)".into(),
                         effect: format!("policy {}", chain.policy),
                         maybe: false,
                     });
