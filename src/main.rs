@@ -31,6 +31,8 @@ struct Cli {
 enum Format {
     Human,
     Json,
+    /// SARIF 2.1.0 (audit findings; other verbs print JSON).
+    Sarif,
 }
 
 #[derive(Subcommand)]
@@ -227,7 +229,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // SARIF is a format for findings; every other verb answers in JSON.
+    if cli.format == Format::Sarif && !matches!(cli.command, Command::Audit { .. }) {
+        cli.format = Format::Json;
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -248,7 +254,7 @@ fn load(path: Option<&PathBuf>, format: Format) -> Option<Policy> {
         Err(LoadError::Invalid(diags)) => {
             match format {
                 Format::Human => eprintln!("{diags}"),
-                Format::Json => {
+                Format::Json | Format::Sarif => {
                     println!("{}", serde_json::json!({ "ok": false, "errors": diags.0 }))
                 }
             }
@@ -276,7 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     p.flows.len(),
                     p.groups.len()
                 ),
-                Format::Json => {
+                Format::Json | Format::Sarif => {
                     println!("{}", serde_json::json!({ "ok": true, "policy": p }))
                 }
             }
@@ -334,7 +340,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let rs = palisade_compile::compile(&p, &Default::default());
             let t = palisade_compile::trace::trace(&p, &rs, &query);
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&t)?),
+                Format::Json | Format::Sarif => {
+                    println!("{}", serde_json::to_string_pretty(&t)?)
+                }
                 Format::Human => print_trace(&t),
             }
             Ok(EXIT_OK)
@@ -362,6 +370,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+                Format::Sarif => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&palisade_analysis::sarif::to_sarif(
+                        &findings
+                    ))?
+                ),
                 Format::Human => {
                     for f in &findings {
                         println!("{f}");
@@ -438,7 +452,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             };
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Json | Format::Sarif => {
+                    println!("{}", serde_json::to_string_pretty(&report)?)
+                }
                 Format::Human => print_apply(&report),
             }
             Ok(EXIT_OK)
@@ -446,7 +462,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Confirm { state_dir } => {
             let r = palisade_enforce::confirm(&state_dir)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string(&r)?),
+                Format::Json | Format::Sarif => {
+                    println!("{}", serde_json::to_string(&r)?)
+                }
                 Format::Human => println!("confirmed: the ruleset stays ({})", r.token),
             }
             Ok(EXIT_OK)
@@ -455,7 +473,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let r =
                 palisade_enforce::rollback(&state_dir, &palisade_enforce::Nft::host())?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string(&r)?),
+                Format::Json | Format::Sarif => {
+                    println!("{}", serde_json::to_string(&r)?)
+                }
                 Format::Human => println!("rolled back: {}", r.restored),
             }
             Ok(EXIT_OK)
@@ -499,7 +519,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let report = palisade_lab::run(opts)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Json | Format::Sarif => {
+                    println!("{}", serde_json::to_string_pretty(&report)?)
+                }
                 Format::Human => print!("{}", report.to_human()),
             }
             Ok(if report.passed {
@@ -706,7 +728,7 @@ fn verify(
     };
     let v = palisade_analysis::verify::verify(policy, &resolution, &state);
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        Format::Json | Format::Sarif => println!("{}", serde_json::to_string_pretty(&v)?),
         Format::Human => {
             for d in &v.differences {
                 let p = &d.packet;
@@ -845,7 +867,7 @@ fn trace_live(
     };
     let d = evaluate(&fw, &state.info, &pkt);
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+        Format::Json | Format::Sarif => println!("{}", serde_json::to_string_pretty(&d)?),
         Format::Human => {
             println!(
                 "{} -> {}:{}/{:?} in on {}",

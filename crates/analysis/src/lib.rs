@@ -13,4 +13,5 @@ pub mod init;
 pub mod iptables;
 pub mod nftjson;
 pub mod runtime;
+pub mod sarif;
 pub mod verify;

@@ -54,10 +54,7 @@ pub fn compile(policy: &Policy, res: &Resolution) -> Ruleset {
     if policy.host.egress.is_some() {
         b.output();
     }
-    Ruleset {
-        sets: b.sets,
-        chains: b.chains,
-    }
+    Ruleset::new(b.sets, b.chains)
 }
 
 pub fn group_set(name: &str, f: Family) -> String {

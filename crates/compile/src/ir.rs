@@ -26,11 +26,34 @@ pub const RAW_PRIORITY: i32 = -300;
 pub struct Ruleset {
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
+    /// Set positions by name, built on the first lookup: a large policy
+    /// has thousands of sets and the tracer looks them up per rule.
+    #[serde(skip)]
+    pub(crate) set_index: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
 }
 
 impl Ruleset {
+    pub fn new(sets: Vec<Set>, chains: Vec<Chain>) -> Ruleset {
+        Ruleset {
+            sets,
+            chains,
+            set_index: std::sync::OnceLock::new(),
+        }
+    }
+
     pub fn set(&self, name: &str) -> Option<&Set> {
-        self.sets.iter().find(|s| s.name == name)
+        let index = self.set_index.get_or_init(|| {
+            self.sets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.clone(), i))
+                .collect()
+        });
+        // Sets added after the first lookup are still found, by a scan.
+        match index.get(name).and_then(|i| self.sets.get(*i)) {
+            Some(s) if s.name == name => Some(s),
+            _ => self.sets.iter().find(|s| s.name == name),
+        }
     }
 
     pub fn chain(&self, name: &str) -> Option<&Chain> {

@@ -225,7 +225,7 @@ pub fn trace(policy: &Policy, rs: &Ruleset, q: &Query) -> Trace {
             continue;
         };
         let policy_accept = chain.base.as_ref().is_some_and(|b| b.policy_accept);
-        match run_chain(rs, chain, &p, &mut t, 0) {
+        match run_chain(policy, rs, chain, &p, &mut t, 0) {
             Some((accepted, id, text)) => {
                 t.decided_by = id;
                 t.rule_text = text;
@@ -250,6 +250,7 @@ pub fn trace(policy: &Policy, rs: &Ruleset, q: &Query) -> Trace {
 
 /// Runs one chain. `Some((accepted, id, text))` when a verdict is reached.
 fn run_chain(
+    policy: &Policy,
     rs: &Ruleset,
     chain: &Chain,
     p: &Packet,
@@ -260,20 +261,32 @@ fn run_chain(
         return None;
     }
     for r in &chain.rules {
+        // Ports and protocols first: they rule out most rules of a large
+        // policy without looking up a set.
+        let cheap = |m: &&Match| !matches!(m, Match::Saddr { .. } | Match::Daddr { .. });
+        if !r
+            .matches
+            .iter()
+            .filter(cheap)
+            .filter(|m| !matches!(m, Match::RateOver { .. }))
+            .all(|m| matches(policy, rs, m, p))
+        {
+            continue;
+        }
         let mut rate_limited = None;
         let all = r.matches.iter().all(|m| {
             if let Match::RateOver { limit, .. } = m {
                 rate_limited = Some(*limit);
                 return false;
             }
-            matches(rs, m, p)
+            matches(policy, rs, m, p)
         });
         if let Some(limit) = rate_limited {
             let rest = r
                 .matches
                 .iter()
                 .filter(|m| !matches!(m, Match::RateOver { .. }))
-                .all(|m| matches(rs, m, p));
+                .all(|m| matches(policy, rs, m, p));
             if rest {
                 t.notes.push(format!(
                     "a per-source limit of {limit} applies ({}:{}); beyond it new \
@@ -301,7 +314,8 @@ fn run_chain(
             Action::Jump(target) => {
                 t.steps.push(step(chain, r, &text, "jump"));
                 if let Some(c) = rs.chain(target) {
-                    if let Some((accepted, _, inner)) = run_chain(rs, c, p, t, depth + 1)
+                    if let Some((accepted, _, inner)) =
+                        run_chain(policy, rs, c, p, t, depth + 1)
                     {
                         // Name the rule that sent the packet there: that is
                         // the policy statement a user recognises.
@@ -323,7 +337,7 @@ fn step(chain: &Chain, r: &Rule, text: &str, effect: &str) -> Step {
     }
 }
 
-fn matches(rs: &Ruleset, m: &Match, p: &Packet) -> bool {
+fn matches(policy: &Policy, rs: &Ruleset, m: &Match, p: &Packet) -> bool {
     match m {
         Match::Family(f) => *f == p.family,
         Match::IifLo => p.iif == Iface::Lo,
@@ -331,10 +345,10 @@ fn matches(rs: &Ruleset, m: &Match, p: &Packet) -> bool {
         Match::Iifname { ifaces, negate } => iface_in(rs, ifaces, &p.iif) != *negate,
         Match::Oifname { ifaces, negate } => iface_in(rs, ifaces, &p.oif) != *negate,
         Match::Saddr { family, addrs } => {
-            *family == p.family && addr_in(rs, addrs, &p.src)
+            *family == p.family && addr_in(policy, rs, addrs, &p.src)
         }
         Match::Daddr { family, addrs } => {
-            *family == p.family && addr_in(rs, addrs, &p.dst)
+            *family == p.family && addr_in(policy, rs, addrs, &p.dst)
         }
         Match::L4 { proto, dports } => {
             *proto == p.proto && (dports.is_empty() || dports.contains(&p.dport))
@@ -359,7 +373,7 @@ fn iface_in(rs: &Ruleset, ifaces: &Ifaces, iface: &Iface) -> bool {
     }
 }
 
-fn addr_in(rs: &Ruleset, addrs: &Addrs, e: &Endpoint) -> bool {
+fn addr_in(policy: &Policy, rs: &Ruleset, addrs: &Addrs, e: &Endpoint) -> bool {
     match addrs {
         Addrs::Nets(nets) => nets.iter().any(|n| net_has(n, e)),
         Addrs::Set(name) => {
@@ -368,12 +382,9 @@ fn addr_in(rs: &Ruleset, addrs: &Addrs, e: &Endpoint) -> bool {
             };
             match (&set.role, e) {
                 (SetRole::Service(s), Endpoint::Service(t)) => s == t,
-                (SetRole::Group(_), Endpoint::Addr(a)) => set.elements.iter().any(|el| {
-                    el.parse::<IpNet>()
-                        .map(|n| n.contains(a))
-                        .or_else(|_| el.parse::<IpAddr>().map(|x| x == *a))
-                        .unwrap_or(false)
-                }),
+                (SetRole::Group(g), Endpoint::Addr(a)) => {
+                    policy.groups.get(g).is_some_and(|g| g.contains(a))
+                }
                 _ => false,
             }
         }

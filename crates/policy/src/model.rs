@@ -35,8 +35,23 @@ pub struct Host {
 #[derive(Debug, Clone, Serialize)]
 pub struct Group {
     pub name: String,
-    /// Never empty; normalised (no host bits set).
+    /// Never empty; aggregated: sorted, IPv4 before IPv6, no overlaps.
     pub nets: Vec<IpNet>,
+}
+
+impl Group {
+    /// Whether `addr` is inside the group.
+    pub fn contains(&self, addr: &std::net::IpAddr) -> bool {
+        // The last network that starts at or before `addr` is the only one
+        // that can hold it.
+        let i = self.nets.partition_point(|n| match (n, addr) {
+            (IpNet::V4(n), std::net::IpAddr::V4(a)) => n.network() <= *a,
+            (IpNet::V6(n), std::net::IpAddr::V6(a)) => n.network() <= *a,
+            (IpNet::V4(_), std::net::IpAddr::V6(_)) => true,
+            (IpNet::V6(_), std::net::IpAddr::V4(_)) => false,
+        });
+        i > 0 && self.nets[i - 1].contains(addr)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

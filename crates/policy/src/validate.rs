@@ -149,8 +149,8 @@ impl Validator<'_> {
                     nets.push(net);
                 }
             }
-            nets.sort();
-            nets.dedup();
+            // Sorted and without overlaps, so membership is a binary search.
+            let nets = IpNet::aggregate(&nets);
             groups.insert(
                 name.clone(),
                 Group {

@@ -42,3 +42,32 @@ proptest! {
         check_diagnostics(&s);
     }
 }
+
+proptest! {
+    /// Group membership by binary search agrees with a plain scan.
+    #[test]
+    fn group_membership_is_a_scan(
+        nets in proptest::collection::vec((any::<u32>(), 8u8..=32), 1..40),
+        probes in proptest::collection::vec(any::<u32>(), 1..40),
+    ) {
+        let list: Vec<String> = nets
+            .iter()
+            .map(|(a, len)| {
+                let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(*a), *len).expect("len");
+                net.trunc().to_string()
+            })
+            .collect();
+        let quoted: Vec<String> = list.iter().map(|n| format!("\"{n}\"")).collect();
+        let src = format!(
+            "[host]\npublic_interfaces = [\"eth0\"]\n[groups]\ng = [{}]\n",
+            quoted.join(", ")
+        );
+        let p = parse(&src, "g.toml").expect("valid");
+        let g = &p.groups["g"];
+        let raw: Vec<ipnet::IpNet> = list.iter().map(|n| n.parse().expect("net")).collect();
+        for a in probes {
+            let addr = std::net::IpAddr::V4(std::net::Ipv4Addr::from(a));
+            prop_assert_eq!(g.contains(&addr), raw.iter().any(|n| n.contains(&addr)));
+        }
+    }
+}
