@@ -113,8 +113,9 @@ pub struct ApplyReport {
     pub dry_run: bool,
     /// Where nft ran: "on the host" or "in network namespace NAME".
     pub place: String,
-    /// Unified diff of palisade's table, before against after, in nft's
-    /// listing format without counters. Empty when nothing changes.
+    /// Dry runs: unified diff of palisade's table, what is loaded against
+    /// what would be, in nft's listing format without counters. Empty when
+    /// nothing would change, and for real applies.
     pub diff: String,
     pub chains: usize,
     pub rules: usize,
@@ -161,11 +162,7 @@ pub fn apply(opts: &ApplyOptions) -> Result<ApplyReport, Error> {
         services_missing: resolved.missing.clone(),
         rollback_point: None,
         pending: None,
-        warnings: resolved
-            .missing
-            .iter()
-            .map(|s| format!("service {s} has no running container: its sets are empty"))
-            .collect(),
+        warnings: missing_warning(&resolved.missing).into_iter().collect(),
     };
 
     // 3. The admin's own session.
@@ -190,8 +187,16 @@ pub fn apply(opts: &ApplyOptions) -> Result<ApplyReport, Error> {
         }
     }
 
-    // Bans outlive the replacement, in the same transaction.
-    if let Some(listed) = nft.list_table_json()? {
+    // Bans outlive the replacement, in the same transaction. Only the ban
+    // sets are read: listing the whole table costs most of a second next
+    // to a large set.
+    let ban_sets: Vec<String> = rs
+        .sets
+        .iter()
+        .filter(|s| s.role == palisade_compile::ir::SetRole::Ban)
+        .map(|s| s.name.clone())
+        .collect();
+    for listed in nft.list_ban_sets(&ban_sets)? {
         let bans = nft::carry_over_bans(&rs, &listed);
         if !bans.is_empty() {
             script.push_str("# bans carried over from the loaded table\n");
@@ -199,13 +204,12 @@ pub fn apply(opts: &ApplyOptions) -> Result<ApplyReport, Error> {
         }
     }
 
-    // 4. nft's own opinion, before anything changes.
-    nft.check(&script).map_err(|e| Error::Check(Box::new(e)))?;
-
-    let before = nft.list_table_stateless()?.unwrap_or_default();
-
-    // 5. Dry run: show the change and stop.
+    // 4-5. Dry run: nft's own opinion of the new table, loaded into a
+    // throwaway namespace, and the change against what is loaded. (A real
+    // load needs no separate check: it is one transaction, all or nothing.)
     if opts.dry_run {
+        nft.check(&script).map_err(|e| Error::Check(Box::new(e)))?;
+        let before = nft.list_table_stateless()?.unwrap_or_default();
         let after = canonical_listing(&rs, &script, &mut report.warnings)?;
         report.diff = unified_diff(&before, &after);
         return Ok(report);
@@ -257,10 +261,10 @@ pub fn apply(opts: &ApplyOptions) -> Result<ApplyReport, Error> {
         return Err(Error::Verify { diffs, rolled_back });
     }
     // Without the carried bans: as a rollback point later, their timeouts
-    // would be stale.
+    // would be stale. The chain fingerprint tells the next apply whether
+    // the loaded table is still this one.
     state.save_applied(&base_script)?;
-    let after = nft.list_table_stateless()?.unwrap_or_default();
-    report.diff = unified_diff(&before, &after);
+    state.write(APPLIED_CHAINS, &nft.chain_fingerprint()?)?;
 
     // 9. Confirm or roll back.
     let window = opts.confirm_within.or(match (&opts.ssh, opts.yes) {
@@ -294,6 +298,28 @@ pub fn apply(opts: &ApplyOptions) -> Result<ApplyReport, Error> {
         "palisade table loaded and verified"
     );
     Ok(report)
+}
+
+/// One line for every service without a running container, however many.
+fn missing_warning(missing: &[String]) -> Option<String> {
+    let (n, shown) = match missing.len() {
+        0 => return None,
+        n if n <= 8 => (n, missing.join(", ")),
+        n => (
+            n,
+            format!("{}, and {} more", missing[..8].join(", "), n - 8),
+        ),
+    };
+    let (noun, verb) = if n == 1 {
+        ("service", "has")
+    } else {
+        ("services", "have")
+    };
+    Some(format!(
+        "{n} {noun} {verb} no running container, so {} sets are empty and their \
+         rules match nothing: {shown}",
+        if n == 1 { "its" } else { "their" }
+    ))
 }
 
 fn resolved_from(policy: &Policy, resolution: Resolution) -> docker::Resolved {
@@ -369,8 +395,30 @@ fn without_expiry(text: &str) -> String {
 /// Saves what is loaded now as `rollback.nft`. Returns "absent",
 /// "table" (nft's listing of it) or "last-applied" (the script of the
 /// last apply, when the listing does not load back).
+/// File in the state directory with the chain fingerprint of the table
+/// palisade loaded last.
+const APPLIED_CHAINS: &str = "applied.chains";
+
 fn save_rollback_point(state: &StateDir, nft: &Nft) -> Result<&'static str, Error> {
     let now = unix_now();
+
+    // The table loaded is the one palisade loaded last (same chains, same
+    // handles): its script is the rollback point, without listing a table
+    // whose sets may hold hundreds of thousands of elements. Bans are
+    // carried over when it is restored.
+    let fingerprint = nft.chain_fingerprint()?;
+    let recorded = std::fs::read_to_string(state.path().join(APPLIED_CHAINS)).ok();
+    if !fingerprint.is_empty() && recorded.as_deref() == Some(fingerprint.as_str()) {
+        if let Some(applied) = state.read_applied()? {
+            let script = format!(
+                "# palisade rollback point, saved at {now} (unix) from the last applied \
+                 script, which the loaded table still is\n{applied}"
+            );
+            state.save_rollback(&script)?;
+            return Ok("last-applied");
+        }
+    }
+
     let Some(listing) = nft.list_table()? else {
         let script = format!(
             "# palisade rollback point, saved at {now} (unix): no palisade table was \
