@@ -617,24 +617,10 @@ fn audit_host(
     sources: &[std::net::IpAddr],
     format: Format,
 ) -> anyhow::Result<Option<Vec<palisade_analysis::findings::Finding>>> {
-    use palisade_analysis::{audit, host};
-    let live;
-    let (dir, source) = match from {
-        Some(d) => (d.to_path_buf(), d.display().to_string()),
-        None => {
-            live = tempfile::tempdir().context("making a temporary folder")?;
-            for f in host::collect(live.path())? {
-                eprintln!("palisade: collect: {f}");
-            }
-            (live.path().to_path_buf(), "live host".to_string())
-        }
-    };
-    let state = match host::load(&dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("palisade: audit: {e}");
-            return Ok(None);
-        }
+    use palisade_analysis::audit;
+    let source = from.map_or("live host".to_string(), |d| d.display().to_string());
+    let Some(state) = host_state(from, "audit")? else {
+        return Ok(None);
     };
     let src4 = sources
         .iter()
@@ -686,24 +672,8 @@ fn verify(
     docker_host: Option<&str>,
     format: Format,
 ) -> anyhow::Result<u8> {
-    use palisade_analysis::host;
-    let live;
-    let dir = match from {
-        Some(d) => d.to_path_buf(),
-        None => {
-            live = tempfile::tempdir().context("making a temporary folder")?;
-            for f in host::collect(live.path())? {
-                eprintln!("palisade: collect: {f}");
-            }
-            live.path().to_path_buf()
-        }
-    };
-    let state = match host::load(&dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("palisade: verify: {e}");
-            return Ok(EXIT_BAD_INPUT);
-        }
+    let Some(state) = host_state(from, "verify")? else {
+        return Ok(EXIT_BAD_INPUT);
     };
     let resolution = match from {
         Some(d) => match std::fs::read_to_string(d.join("resolution.json")) {
@@ -775,24 +745,8 @@ fn trace_live(
     format: Format,
 ) -> anyhow::Result<u8> {
     use palisade_analysis::eval::{evaluate, Firewall, Packet, L4};
-    use palisade_analysis::host;
-    let live;
-    let dir = match from {
-        Some(d) => d.to_path_buf(),
-        None => {
-            live = tempfile::tempdir().context("making a temporary folder")?;
-            for f in host::collect(live.path())? {
-                eprintln!("palisade: collect: {f}");
-            }
-            live.path().to_path_buf()
-        }
-    };
-    let state = match host::load(&dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("palisade: trace: {e}");
-            return Ok(EXIT_BAD_INPUT);
-        }
+    let Some(state) = host_state(from, "trace")? else {
+        return Ok(EXIT_BAD_INPUT);
     };
     let bad = |msg: String| {
         eprintln!("palisade: trace: {msg}");
@@ -903,4 +857,31 @@ fn trace_live(
         }
     }
     Ok(EXIT_OK)
+}
+
+/// The host's state, from a collection folder or collected live into a
+/// temporary one. Errors are printed here; `None` means bad input.
+fn host_state(
+    from: Option<&std::path::Path>,
+    verb: &str,
+) -> anyhow::Result<Option<palisade_analysis::host::HostState>> {
+    use palisade_analysis::host;
+    let live;
+    let dir = match from {
+        Some(d) => d,
+        None => {
+            live = tempfile::tempdir().context("making a temporary folder")?;
+            for f in host::collect(live.path())? {
+                eprintln!("palisade: collect: {f}");
+            }
+            live.path()
+        }
+    };
+    match host::load(dir) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => {
+            eprintln!("palisade: {verb}: {e}");
+            Ok(None)
+        }
+    }
 }

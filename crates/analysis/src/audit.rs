@@ -79,17 +79,7 @@ pub fn exposure_from(st: &HostState, src_v4: IpAddr, src_v6: IpAddr) -> Vec<Expo
             } else {
                 "host".to_string()
             };
-            let why = d
-                .trail
-                .iter()
-                .rev()
-                .find(|h| {
-                    h.effect == "accept"
-                        || h.effect == "drop"
-                        || h.effect.starts_with("policy")
-                })
-                .map(|h| format!("{} {}:{} {}", h.table, h.chain, h.line, h.text))
-                .unwrap_or_default();
+            let why = d.deciding_rule();
             let bypasses_input =
                 dnat && fate != Fate::Blocked && input_blocks(&fw, st, &pkt);
             out.push(Exposure {

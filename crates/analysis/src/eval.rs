@@ -109,6 +109,22 @@ pub struct Hit {
     pub maybe: bool,
 }
 
+impl Decision {
+    /// The rule that decided, as `table chain:line text`: the last accept,
+    /// drop or chain policy on the path shown.
+    pub fn deciding_rule(&self) -> String {
+        self.trail
+            .iter()
+            .rev()
+            .find(|h| {
+                matches!(h.effect.as_str(), "accept" | "drop")
+                    || h.effect.starts_with("policy")
+            })
+            .map(|h| format!("{} {}:{} {}", h.table, h.chain, h.line, h.text))
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     pub fate: Fate,

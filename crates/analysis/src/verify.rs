@@ -107,16 +107,7 @@ pub fn verify(policy: &Policy, res: &Resolution, st: &HostState) -> Verification
             Fate::MayPass => false,
         };
         if !holds {
-            let decided_by = d
-                .trail
-                .iter()
-                .rev()
-                .find(|h| {
-                    matches!(h.effect.as_str(), "accept" | "drop")
-                        || h.effect.starts_with("policy")
-                })
-                .map(|h| format!("{} {}:{} {}", h.table, h.chain, h.line, h.text))
-                .unwrap_or_default();
+            let decided_by = d.deciding_rule();
             v.differences.push(Difference {
                 intent,
                 expected_open,

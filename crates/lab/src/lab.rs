@@ -772,21 +772,21 @@ impl Lab {
         ufw.remove()
     }
 
+    /// The private dockerd's API address, as `--docker-host` takes it.
+    fn docker_host(&self) -> String {
+        self.docker
+            .as_ref()
+            .map(|d| d.host.clone())
+            .unwrap_or_default()
+    }
+
     /// `palisade verify` inside the VPS, as JSON; `None` when the lab does
     /// not run a palisade binary (it enforces a ruleset file or nothing).
     fn verify(&self, opts: &LabOptions) -> Result<Option<serde_json::Value>> {
-        let Enforce::Apply { exe } = &opts.enforce else {
+        let Some(exe) = palisade_exe(opts)? else {
             return Ok(None);
         };
-        let exe = match exe {
-            Some(e) => e.clone(),
-            None => runner::default_exe()?,
-        };
-        let host = self
-            .docker
-            .as_ref()
-            .map(|d| d.host.clone())
-            .unwrap_or_default();
+        let host = self.docker_host();
         self.say("checking the live rules against the policy with `palisade verify`");
         let policy = self.policy_path.display().to_string();
         let args = [
@@ -812,16 +812,9 @@ impl Lab {
     fn enforce(&mut self, opts: &LabOptions) -> Result<String> {
         let vps = &self.topo.vps;
         match &opts.enforce {
-            Enforce::Apply { exe } => {
-                let exe = match exe {
-                    Some(e) => e.clone(),
-                    None => runner::default_exe()?,
-                };
-                let host = self
-                    .docker
-                    .as_ref()
-                    .map(|d| d.host.clone())
-                    .unwrap_or_default();
+            Enforce::Apply { .. } => {
+                let exe = palisade_exe(opts)?.expect("enforcing with palisade apply");
+                let host = self.docker_host();
                 let state = self.work.path.join("state");
                 fs::create_dir_all(&state)?;
                 self.say("applying the policy with `palisade apply`");
@@ -959,4 +952,14 @@ fn verify_rows(v: &serde_json::Value) -> Vec<ProbeResult> {
             )
         })
         .collect()
+}
+
+/// The palisade binary the lab runs (`apply`, `verify`), when it enforces
+/// with `palisade apply`.
+fn palisade_exe(opts: &LabOptions) -> Result<Option<PathBuf>> {
+    match &opts.enforce {
+        Enforce::Apply { exe: Some(e) } => Ok(Some(e.clone())),
+        Enforce::Apply { exe: None } => Ok(Some(runner::default_exe()?)),
+        _ => Ok(None),
+    }
 }
