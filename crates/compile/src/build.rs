@@ -314,16 +314,18 @@ impl Builder<'_> {
             (Family::V6, "::1/128".parse().expect("constant")),
         ];
         for (f, net) in lo_nets {
+            // The address first: it fails at once for almost every packet,
+            // before the interface name is compared.
             rules.push(rule(
                 "martian-loopback",
                 vec![
-                    Match::Iifname {
-                        ifaces: Ifaces::Names(vec!["lo".into()]),
-                        negate: true,
-                    },
                     Match::Daddr {
                         family: f,
                         addrs: Addrs::Nets(vec![net]),
+                    },
+                    Match::Iifname {
+                        ifaces: Ifaces::Names(vec!["lo".into()]),
+                        negate: true,
                     },
                 ],
                 Action::Drop,
@@ -344,12 +346,14 @@ impl Builder<'_> {
         let p = self.policy;
         let mut rules = vec![
             rule("loopback", vec![Match::IifLo], Action::Accept),
-            rule("invalid", vec![ct(&[CtState::Invalid])], Action::Drop),
+            // Most packets belong to an established connection: one rule
+            // and they are through.
             rule(
                 "established",
                 vec![ct(&[CtState::Established, CtState::Related])],
                 Action::Accept,
             ),
+            rule("invalid", vec![ct(&[CtState::Invalid])], Action::Drop),
             rule(
                 "icmp-essential",
                 vec![Match::Icmp {
@@ -442,12 +446,14 @@ impl Builder<'_> {
         let p = self.policy;
         let public = names(&p.host.public_interfaces);
         let mut rules = vec![
-            rule("invalid", vec![ct(&[CtState::Invalid])], Action::Drop),
+            // Most packets belong to an established connection: one rule
+            // and they are through.
             rule(
                 "established",
                 vec![ct(&[CtState::Established, CtState::Related])],
                 Action::Accept,
             ),
+            rule("invalid", vec![ct(&[CtState::Invalid])], Action::Drop),
             // Neighbour discovery between containers on one bridge passes
             // the forward hook (Docker enables br_netfilter); without it no
             // IPv6 flow between them works. It never leaves the link.
@@ -573,12 +579,14 @@ impl Builder<'_> {
         let p = self.policy;
         let mut rules = vec![
             rule("loopback", vec![Match::OifLo], Action::Accept),
-            rule("invalid", vec![ct(&[CtState::Invalid])], Action::Drop),
+            // Most packets belong to an established connection: one rule
+            // and they are through.
             rule(
                 "established",
                 vec![ct(&[CtState::Established, CtState::Related])],
                 Action::Accept,
             ),
+            rule("invalid", vec![ct(&[CtState::Invalid])], Action::Drop),
             // The host talks to its containers: Docker's userland proxy,
             // health checks.
             rule(
