@@ -1,14 +1,12 @@
 //! Every compose file in `../shared/compose` audited, with the findings
 //! written out: (service, check, line).
 
-use std::path::Path;
+mod shared;
 
 use palisade_analysis::{compose, runtime};
 
 fn audit(name: &str) -> Vec<(String, &'static str, usize)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/compose")
-        .join(name);
+    let path = shared::dir("compose").join(name);
     let text =
         std::fs::read_to_string(&path).expect("the shared compose files are missing");
     let file = compose::parse(&text, name).expect("parses");

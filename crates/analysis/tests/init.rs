@@ -1,15 +1,13 @@
 //! `init --from-compose` gives a policy that passes `check`, for every
 //! shared compose file, and keeps what the compose file does.
 
-use std::path::Path;
+mod shared;
 
 use palisade_analysis::{compose, init};
 use palisade_policy::Exposure;
 
 fn generate(name: &str) -> palisade_policy::Policy {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/compose")
-        .join(name);
+    let path = shared::dir("compose").join(name);
     let text = std::fs::read_to_string(&path).expect("shared compose file");
     let file = compose::parse(&text, name).expect("parses");
     let policy = init::policy_from_compose(&file, name);

@@ -1,12 +1,14 @@
 //! Every real dump in `../shared/rulesets` parses, or fails with a line
 //! number and a message that says what was not understood.
 
-use std::path::{Path, PathBuf};
+mod shared;
+
+use std::path::PathBuf;
 
 use palisade_analysis::iptables;
 
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/rulesets")
+    shared::dir("rulesets")
 }
 
 /// (path, expected result from the dataset's index: "ok" or "FAIL: why").

@@ -132,7 +132,7 @@ pub fn alive(pid: u32) -> bool {
 /// Fails when the user pressed Ctrl-C.
 pub fn check_interrupt() -> Result<()> {
     if crate::INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted (Ctrl-C); the lab was torn down");
+        bail!("interrupted (Ctrl-C or SIGTERM); the lab was torn down");
     }
     Ok(())
 }

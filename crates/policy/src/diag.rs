@@ -33,8 +33,14 @@ impl Diagnostic {
         message: impl Into<String>,
         hint: Option<String>,
     ) -> Diagnostic {
-        let start = span.start.min(src.len());
-        let end = span.end.clamp(start, src.len());
+        let mut start = span.start.min(src.len());
+        while !src.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = span.end.clamp(start, src.len());
+        while !src.is_char_boundary(end) {
+            end += 1;
+        }
         let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
         let line = src[..start].matches('\n').count() + 1;
@@ -105,6 +111,13 @@ mod tests {
         let shown = d.to_string();
         assert!(shown.contains("p.toml:2:6"), "{shown}");
         assert!(shown.ends_with("|      ^^^"), "{shown}");
+    }
+
+    #[test]
+    fn spans_inside_a_character_are_widened_to_it() {
+        let src = "a = \"\u{FFFD}\"\n";
+        let d = Diagnostic::at("p.toml", src, 6..7, "bad", None);
+        assert_eq!((d.line, d.column, d.width), (1, 6, 1));
     }
 
     #[test]

@@ -44,13 +44,16 @@ pub fn load(path: &Path) -> Result<Policy, LoadError> {
         source,
     })?;
     let src = String::from_utf8(bytes).map_err(|e| {
+        // Show the text up to the first bad byte, which stands as U+FFFD.
         let at = e.utf8_error().valid_up_to();
-        let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+        let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+        let text = format!("{valid}\u{FFFD}");
+        let bad = e.as_bytes()[at];
         LoadError::Invalid(Diagnostics(vec![Diagnostic::at(
             &shown,
             &text,
-            at..at + 1,
-            "the policy is not valid UTF-8",
+            at..text.len(),
+            format!("the policy is not valid UTF-8 (byte 0x{bad:02x})"),
             Some("save the file as UTF-8".into()),
         )]))
     })?;

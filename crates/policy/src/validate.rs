@@ -227,7 +227,10 @@ impl Validator<'_> {
         if port == 0 {
             self.error(path!["ssh", "port"], "port 0 is not a port", None);
         }
-        let allow = self.exposure(path!["ssh", "allow"], &raw.allow, groups);
+        // An unknown word is reported once; no second error about it.
+        let allow = self
+            .exposure(path!["ssh", "allow"], &raw.allow, groups)
+            .unwrap_or(Exposure::Groups(Vec::new()));
         if matches!(allow, Exposure::Internal | Exposure::Loopback) {
             self.error(
                 path!["ssh", "allow"],
@@ -439,10 +442,16 @@ impl Validator<'_> {
             self.error(&sub("port"), "port 0 is not a port", None);
         }
         let proto = self.proto(&sub("proto"), p.proto.as_deref())?;
-        let expose = p
+        let expose = match p
             .expose
             .as_ref()
-            .map(|e| self.exposure(&sub("expose"), e, groups));
+            .map(|e| self.exposure(&sub("expose"), e, groups))
+        {
+            // Unknown: reported once, and nothing else is said about it.
+            Some(None) => return None,
+            Some(Some(e)) => Some(e),
+            None => None,
+        };
         let expose = match (p.publish, expose) {
             (Some(0), _) => {
                 self.error(&sub("publish"), "host port 0 is not a port", None);
@@ -652,13 +661,14 @@ impl Validator<'_> {
         })
     }
 
+    /// `None` for a word that names no exposure (reported here).
     fn exposure(
         &mut self,
         at: &[Seg],
         raw: &RawExposure,
         groups: &BTreeMap<String, Group>,
-    ) -> Exposure {
-        match raw {
+    ) -> Option<Exposure> {
+        Some(match raw {
             RawExposure::Word(w) => match w.as_str() {
                 "public" => Exposure::Public,
                 "internal" => Exposure::Internal,
@@ -670,7 +680,7 @@ impl Validator<'_> {
                         Some("use \"public\", \"internal\", \"loopback\" or a list of groups".into())
                     };
                     self.error(at, format!("unknown exposure `{other}`"), hint);
-                    Exposure::Internal
+                    return None;
                 }
             },
             RawExposure::Groups(list) => {
@@ -685,8 +695,12 @@ impl Validator<'_> {
                     if !groups.contains_key(g) {
                         let mut p = at.to_vec();
                         p.push(Seg::Index(i));
-                        let hint = suggest(g, groups.keys())
-                            .or_else(|| Some("define it under [groups]".into()));
+                        let hint = if RESERVED_GROUPS.contains(&g.as_str()) {
+                            Some(format!("`{g}` is written as a plain string: \"{g}\""))
+                        } else {
+                            suggest(g, groups.keys())
+                                .or_else(|| Some("define it under [groups]".into()))
+                        };
                         self.error(&p, format!("unknown group `{g}`"), hint);
                     }
                 }
@@ -695,7 +709,7 @@ impl Validator<'_> {
                 list.dedup();
                 Exposure::Groups(list)
             }
-        }
+        })
     }
 
     fn proto(&mut self, at: &[Seg], raw: Option<&str>) -> Option<Proto> {
@@ -736,6 +750,16 @@ impl Validator<'_> {
                 return None;
             }
         };
+        if burst == Some(0) {
+            at.pop();
+            at.push(Seg::Key("burst"));
+            self.error(
+                &at,
+                "`burst` must be at least 1",
+                Some("the burst is how many packets may pass at once; leave it out for the default".into()),
+            );
+            return None;
+        }
         Some(RateLimit {
             rate,
             burst: burst.unwrap_or(rate.count.max(5)),

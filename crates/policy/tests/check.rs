@@ -206,3 +206,41 @@ fn the_schema_knows_every_top_level_key_and_refuses_others() {
     }
     assert_eq!(schema["additionalProperties"], serde_json::json!(false));
 }
+
+#[test]
+fn a_zero_burst_is_refused() {
+    let src =
+        format!("{HOST}[ssh]\nallow = \"public\"\nrate = \"5/minute\"\nburst = 0\n");
+    let e = one_error(&src);
+    assert!(e.starts_with("6:9 `burst` must be at least 1"), "{e}");
+}
+
+#[test]
+fn non_utf8_bytes_are_an_error_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("palisade-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("p.toml");
+    std::fs::write(&path, b"[host]\npublic_interfaces = [\"eth0\xff\"]\n")
+        .expect("write");
+    let err = palisade_policy::load(&path).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    assert!(err.contains("p.toml:2:27"), "{err}");
+    assert!(err.contains("not valid UTF-8 (byte 0xff)"), "{err}");
+}
+
+#[test]
+fn an_unknown_exposure_is_one_error() {
+    let src = format!("{HOST}[services.a]\nports = [{{ port = 80, publish = 80, expose = \"everyone\" }}]\n");
+    assert!(one_error(&src).contains("unknown exposure `everyone`"));
+    let src = format!("{HOST}[ssh]\nallow = \"admin\"\n");
+    assert!(one_error(&src).contains("unknown exposure `admin`"));
+}
+
+#[test]
+fn public_in_a_list_gets_a_hint() {
+    let d = parse(&format!("{HOST}[ssh]\nallow = [\"public\"]\n"), "p.toml").unwrap_err();
+    assert_eq!(
+        d.0[0].hint.as_deref(),
+        Some("`public` is written as a plain string: \"public\"")
+    );
+}
