@@ -276,11 +276,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             match format {
                 Format::Human => println!(
-                    "{}: ok ({} services, {} flows, {} groups)",
+                    "{}: ok ({}, {}, {})",
                     p.origin,
-                    p.services.len(),
-                    p.flows.len(),
-                    p.groups.len()
+                    count(p.services.len(), "service"),
+                    count(p.flows.len(), "flow"),
+                    count(p.groups.len(), "group")
                 ),
                 Format::Json | Format::Sarif => {
                     println!("{}", serde_json::json!({ "ok": true, "policy": p }))
@@ -883,5 +883,14 @@ fn host_state(
             eprintln!("palisade: {verb}: {e}");
             Ok(None)
         }
+    }
+}
+
+/// "1 flow", "2 flows".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }

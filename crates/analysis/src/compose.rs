@@ -164,8 +164,10 @@ pub struct Port {
     /// Address Docker binds on the host; `None` means all addresses.
     pub host_ip: Option<String>,
     /// Host port; `None` when only the container port is given (Docker
-    /// then picks a random host port) or unresolved.
+    /// then picks a random host port, see `random_host_port`) or unresolved.
     pub published: Option<u16>,
+    /// Published on a host port Docker picks (`ports: ["9000"]`).
+    pub random_host_port: bool,
     pub target: u16,
     pub proto: String,
     pub line: usize,
@@ -208,6 +210,23 @@ fn interpolate(text: &str) -> Option<String> {
 }
 
 impl ComposeService {
+    /// Port entries that cannot be read (`"abc"`, `"70000:80"`), with their
+    /// line. Entries with a variable that has no default are not counted.
+    pub fn unreadable_ports(&self) -> Vec<(usize, String)> {
+        self.ports
+            .iter()
+            .filter_map(|spec| match &spec.value {
+                PortSpec::Short(s) => {
+                    let text = interpolate(&s.text())?;
+                    short_port(&text, 0)
+                        .is_empty()
+                        .then(|| (spec.referenced.line() as usize, s.text()))
+                }
+                PortSpec::Long { .. } => None,
+            })
+            .collect()
+    }
+
     /// Every port mapping of the service. Ranges give one entry per port.
     pub fn ports(&self) -> Vec<Port> {
         let mut out = Vec::new();
@@ -237,6 +256,7 @@ impl ComposeService {
                         .and_then(|p| p.parse().ok());
                     out.push(Port {
                         host_ip: host_ip.clone().filter(|h| h != "0.0.0.0" && h != "::"),
+                        random_host_port: published.is_none(),
                         published,
                         target,
                         proto: protocol.clone().unwrap_or_else(|| "tcp".into()),
@@ -252,6 +272,7 @@ impl ComposeService {
                 out.push(Port {
                     host_ip: None,
                     published: None,
+                    random_host_port: false,
                     target,
                     proto: proto.to_string(),
                     line: 0,
@@ -307,6 +328,7 @@ fn short_port(text: &str, line: usize) -> Vec<Port> {
         .enumerate()
         .map(|(i, target)| Port {
             host_ip: host_ip.clone(),
+            random_host_port: published.is_none(),
             published: published.map(|(p0, _)| p0 + i as u16),
             target,
             proto: proto.to_string(),

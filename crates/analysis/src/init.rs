@@ -141,6 +141,13 @@ fn port_entry(
     };
     let internal = format!("{{ port = {}{proto} }}", p.target);
     let Some(host) = p.published else {
+        if p.random_host_port {
+            // Docker picks the host port: palisade needs to know it.
+            return format!(
+                "{internal}, # compose publishes it on a random host port: add \
+                 publish = PORT and expose"
+            );
+        }
         return internal;
     };
     if !used.insert((host, p.proto.clone())) {

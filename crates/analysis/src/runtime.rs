@@ -157,7 +157,31 @@ pub fn audit(compose: &ComposeFile, text: &str, file: &str) -> Vec<Finding> {
                 }
             }
         }
+        for (line, text) in s.unreadable_ports() {
+            add(
+                "compose/unreadable-port",
+                Severity::Medium,
+                line,
+                format!("port entry `{text}` is not [IP:][HOST:]CONTAINER[/PROTO]"),
+                "fix the entry; Docker refuses it, and palisade cannot tell what it publishes",
+            );
+        }
         for p in s.ports() {
+            if p.random_host_port && p.host_ip.is_none() {
+                add(
+                    "compose/published-everywhere",
+                    Severity::Medium,
+                    p.line,
+                    format!(
+                        "port {}/{} is published on every address, on a host port Docker \
+                         picks; Docker's DNAT lets it past host firewalls such as UFW",
+                        p.target, p.proto
+                    ),
+                    "name the host port and publish on 127.0.0.1 if only the host needs it, \
+                     or use `expose:` if only other containers do",
+                );
+                continue;
+            }
             if p.published.is_some() && p.host_ip.is_none() {
                 add(
                     "compose/published-everywhere",

@@ -93,3 +93,28 @@ fn octobot() {
     want.push(("watchtower".into(), "compose/docker-socket", 20));
     assert_eq!(sorted(audit("octobot-docker-compose.yml")), sorted(want));
 }
+
+#[test]
+fn random_host_ports_and_unreadable_entries_are_findings() {
+    let text = "services:\n  web:\n    ports:\n      - 9999\n      - \"8080\"\n      - \"abc\"\n      - \"70000:80\"\n      - \"127.0.0.1::5000\"\n";
+    let file = compose::parse(text, "c.yml").expect("parses");
+    let found: Vec<(&str, usize)> = runtime::audit(&file, text, "c.yml")
+        .iter()
+        .filter(|f| {
+            f.id == "compose/published-everywhere" || f.id == "compose/unreadable-port"
+        })
+        .map(|f| (f.id, f.line))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("compose/published-everywhere", 4),
+            ("compose/published-everywhere", 5),
+            ("compose/unreadable-port", 6),
+            ("compose/unreadable-port", 7),
+        ]
+    );
+    let policy = palisade_analysis::init::policy_from_compose(&file, "c.yml");
+    assert!(policy.contains("random host port"), "{policy}");
+    palisade_policy::parse(&policy, "g.toml").expect("still valid");
+}

@@ -212,6 +212,11 @@ pub fn trace(policy: &Policy, rs: &Ruleset, q: &Query) -> Trace {
             hooks.extend([Hook::Prerouting, Hook::Forward]);
         }
         (Endpoint::Addr(_), Endpoint::Addr(_)) => {
+            t.notes.push(
+                "both ends are outside the host, so this is traffic routed through it; \
+                 to reach the host itself write `host:PORT`"
+                    .into(),
+            );
             p.iif = Iface::Named(public.clone());
             p.oif = Iface::Named(public.clone());
             hooks.extend([Hook::Prerouting, Hook::Forward]);
@@ -414,8 +419,8 @@ pub fn parse_query(
     ipv6: bool,
 ) -> Result<Query, String> {
     let (rest, proto) = match dst.rsplit_once('/') {
-        Some((rest, "tcp")) => (rest, Proto::Tcp),
-        Some((rest, "udp")) => (rest, Proto::Udp),
+        Some((rest, p)) if p.eq_ignore_ascii_case("tcp") => (rest, Proto::Tcp),
+        Some((rest, p)) if p.eq_ignore_ascii_case("udp") => (rest, Proto::Udp),
         Some((_, other)) => {
             return Err(format!("unknown protocol `{other}`; expected tcp or udp"))
         }
@@ -430,14 +435,20 @@ pub fn parse_query(
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("`{port}` is not a port (1-65535)"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let family6 = ipv6;
-    Ok(Query {
-        src: endpoint(policy, src, family6)?,
-        dst: endpoint(policy, host, family6)?,
+    let src = src.trim_start_matches('[').trim_end_matches(']');
+    let q = Query {
+        src: endpoint(policy, src, ipv6)?,
+        dst: endpoint(policy, host, ipv6)?,
         port,
         proto,
         ipv6,
-    })
+    };
+    if let (Endpoint::Addr(a), Endpoint::Addr(b)) = (&q.src, &q.dst) {
+        if a.is_ipv4() != b.is_ipv4() {
+            return Err(format!("{a} and {b} are not of one family (IPv4 and IPv6)"));
+        }
+    }
+    Ok(q)
 }
 
 fn endpoint(policy: &Policy, word: &str, ipv6: bool) -> Result<Endpoint, String> {

@@ -86,4 +86,7 @@ fn bad_queries_are_refused_with_a_reason() {
     assert!(e.contains("not a port"), "{e}");
     let e = trace::parse_query(&p, "admin", "host:22/sctp", false).unwrap_err();
     assert!(e.contains("unknown protocol"), "{e}");
+    let e = trace::parse_query(&p, "198.51.100.10", "[::1]:22", false).unwrap_err();
+    assert!(e.contains("not of one family"), "{e}");
+    assert!(trace::parse_query(&p, "[2001:db8::1]", "host:22/TCP", false).is_ok());
 }
