@@ -663,7 +663,9 @@ fn audit_host(
         }
         println!();
     }
-    Ok(Some(audit::findings(&matrix, &source)))
+    let mut findings = audit::findings(&matrix, &source);
+    findings.extend(audit::rule_findings(&state, &source));
+    Ok(Some(findings))
 }
 
 fn verify(

@@ -252,3 +252,101 @@ fn proto_name(p: L4) -> &'static str {
         L4::Udp => "udp",
     }
 }
+
+/// Findings about the rules themselves: limits shared by every source, and
+/// interface names that exist nowhere on the host (rules that never match).
+pub fn rule_findings(st: &HostState, source: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let ifaces: BTreeSet<&str> = st.iface_addrs.iter().map(|(i, _)| i.as_str()).collect();
+    for (family, dump) in [("iptables", &st.v4), ("ip6tables", &st.v6)] {
+        for (table, t) in &dump.tables {
+            for chain in &t.chains {
+                for rule in &chain.rules {
+                    let at = format!(
+                        "{family} {table} {chain}:{}",
+                        rule.line,
+                        chain = chain.name
+                    );
+                    // `-m limit` is one bucket for everyone: a flood from one
+                    // source uses up the rate of all the others.
+                    let limit = rule.module("limit").is_some();
+                    let accepts = matches!(rule.target(), Some("ACCEPT"));
+                    if limit && accepts {
+                        out.push(Finding {
+                            id: "host/shared-rate-limit",
+                            severity: Severity::Medium,
+                            subject: at.clone(),
+                            file: source.to_string(),
+                            line: 0,
+                            message: format!(
+                                "a rate limit shared by all sources decides what is accepted: \
+                                 one flooding source locks everyone else out: {}",
+                                rule.text
+                            ),
+                            fix: "limit per source (hashlimit with --hashlimit-mode srcip, or \
+                                  palisade's per-source rate)"
+                                .into(),
+                        });
+                    }
+                    // Only meaningful when the collection knows the interfaces.
+                    if ifaces.is_empty() {
+                        continue;
+                    }
+                    for m in [&rule.in_iface, &rule.out_iface].into_iter().flatten() {
+                        let exists = if m.wildcard {
+                            ifaces.iter().any(|i| i.starts_with(&m.name))
+                        } else {
+                            ifaces.contains(m.name.as_str())
+                        };
+                        if !exists && !m.negated {
+                            out.push(Finding {
+                                id: "host/unknown-interface",
+                                severity: Severity::Low,
+                                subject: at.clone(),
+                                file: source.to_string(),
+                                line: 0,
+                                message: format!(
+                                    "interface `{}{}` exists nowhere on this host, so the rule \
+                                     never matches: {}",
+                                    m.name,
+                                    if m.wildcard { "+" } else { "" },
+                                    rule.text
+                                ),
+                                fix: "fix the interface name, or remove the rule".into(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(nft) = &st.nft {
+        for chain in &nft.chains {
+            for rule in &chain.rules {
+                let global_limit = rule.expr.iter().any(|e| e.get("limit").is_some());
+                let accepts = rule.expr.iter().any(|e| e.get("accept").is_some());
+                if global_limit && accepts {
+                    out.push(Finding {
+                        id: "host/shared-rate-limit",
+                        severity: Severity::Medium,
+                        subject: format!(
+                            "nft {} {} {}",
+                            chain.family,
+                            chain.table,
+                            crate::nftjson::describe(rule)
+                        ),
+                        file: source.to_string(),
+                        line: 0,
+                        message: format!(
+                            "a rate limit shared by all sources decides what chain {} accepts",
+                            chain.name
+                        ),
+                        fix: "use a per-source meter: update @set { ip saddr limit rate ... }"
+                            .into(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}

@@ -78,3 +78,21 @@ fn a_port_meant_for_loopback_that_docker_publishes_is_a_difference() {
                 && d.intent.ends_with("group admin"))
     );
 }
+
+#[test]
+fn shared_limits_and_unknown_interfaces_are_findings() {
+    let mut st = state();
+    let extra = "*filter\n:INPUT DROP [0:0]\n\
+                 -A INPUT -p tcp -m tcp --dport 25 -m limit --limit 3/min -j ACCEPT\n\
+                 -A INPUT -i wg0 -p tcp -m tcp --dport 26 -j ACCEPT\n\
+                 -A INPUT -i eth+ -p tcp -m tcp --dport 27 -j ACCEPT\nCOMMIT\n";
+    st.v4 = iptables::parse(extra, "extra").expect("parses");
+    let f = palisade_analysis::audit::rule_findings(&st, "extra");
+    let ids: Vec<&str> = f.iter().map(|f| f.id).collect();
+    assert_eq!(
+        ids,
+        ["host/shared-rate-limit", "host/unknown-interface"],
+        "{f:#?}"
+    );
+    assert!(f[1].message.contains("`wg0`"));
+}
