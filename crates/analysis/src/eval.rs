@@ -31,6 +31,10 @@ pub struct HostInfo {
     pub local: Vec<IpAddr>,
     /// Routes: destination network and outgoing interface.
     pub routes: Vec<(IpNet, String)>,
+    /// ipsets of address types (`hash:ip`, `hash:net`, ...) by name, from
+    /// `ipset save`. A set not here is unknown: its matches are "maybe".
+    #[serde(default)]
+    pub ipsets: std::collections::BTreeMap<String, Vec<IpNet>>,
 }
 
 impl HostInfo {
@@ -787,6 +791,27 @@ fn module_matches(m: &Module, p: &Packet, host: &HostInfo) -> Tri {
             }
         }
         "comment" => {}
+        "set" => {
+            for o in &m.options {
+                if o.name != "match-set" {
+                    continue;
+                }
+                let (Some(name), Some(dirs)) = (o.values.first(), o.values.get(1)) else {
+                    return Tri::Maybe;
+                };
+                // Only single-dimension address sets are modelled.
+                let addr = match dirs.as_str() {
+                    "src" => p.src,
+                    "dst" => p.dst,
+                    _ => return Tri::Maybe,
+                };
+                let r = match host.ipsets.get(name) {
+                    Some(nets) => Tri::from(nets.iter().any(|n| n.contains(&addr))),
+                    None => Tri::Maybe,
+                };
+                t = t.and(r.negate_if(o.negated));
+            }
+        }
         // Unicast is what a new TCP/UDP connection to one address is.
         "pkttype" => {
             for o in &m.options {

@@ -9,6 +9,7 @@
 //! | `nft.json` | `nft -j list ruleset` |
 //! | `ip-addr.json`, `ip-route.json`, `ip6-route.json` | `ip -j addr`, `ip -j route`, `ip -6 -j route` |
 //! | `listen.txt` | `ss -Hlntu` |
+//! | `ipset.txt` | `ipset save` |
 //!
 //! A missing file is an empty state for that part, and is said so in
 //! `HostState::missing`.
@@ -32,6 +33,7 @@ pub const SOURCES: &[(&str, &[&str])] = &[
     ("ip-route.json", &["ip", "-j", "route"]),
     ("ip6-route.json", &["ip", "-6", "-j", "route"]),
     ("listen.txt", &["ss", "-Hlntu"]),
+    ("ipset.txt", &["ipset", "save"]),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +104,9 @@ pub fn collect(dir: &Path) -> Result<Vec<String>, HostError> {
                 argv.join(" "),
                 String::from_utf8_lossy(&o.stderr).trim()
             )),
+            // A tool the host does not have (ipset, often) leaves its file
+            // out; `HostState::missing` says so when it is loaded.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => failed.push(format!("{file}: cannot run `{}`: {e}", argv[0])),
         }
     }
@@ -162,6 +167,9 @@ pub fn load(dir: &Path) -> Result<HostState, HostError> {
         .filter(|(i, a)| st.uplinks.contains(i) && !is_link_local(a))
         .map(|(_, a)| *a)
         .collect();
+    if let Some(t) = read("ipset.txt", &mut missing)? {
+        st.info.ipsets = ipsets(&t);
+    }
     if let Some(t) = read("listen.txt", &mut missing)? {
         st.listeners = listeners(&t);
     }
@@ -275,6 +283,42 @@ fn native_tables(text: &str) -> Vec<String> {
         let name = format!("{family} {table}");
         if !ours && !out.contains(&name) {
             out.push(name);
+        }
+    }
+    out
+}
+
+/// `ipset save` output: the address sets (`hash:ip`, `hash:net`,
+/// `bitmap:ip`) with their members. Sets of other types (ports, pairs) are
+/// left out, so the model treats them as unknown.
+pub fn ipsets(text: &str) -> std::collections::BTreeMap<String, Vec<IpNet>> {
+    let mut kinds: std::collections::BTreeMap<String, bool> = Default::default();
+    let mut out: std::collections::BTreeMap<String, Vec<IpNet>> = Default::default();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["create", name, kind, ..] => {
+                let addresses = matches!(*kind, "hash:ip" | "hash:net" | "bitmap:ip");
+                kinds.insert(name.to_string(), addresses);
+                if addresses {
+                    out.insert(name.to_string(), Vec::new());
+                }
+            }
+            ["add", name, member, ..] if kinds.get(*name) == Some(&true) => {
+                let net = member
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| member.parse::<IpAddr>().ok().map(IpNet::from));
+                match (net, out.get_mut(*name)) {
+                    (Some(n), Some(list)) => list.push(n),
+                    // A member the model cannot read: the set is unknown.
+                    _ => {
+                        out.remove(*name);
+                        kinds.insert(name.to_string(), false);
+                    }
+                }
+            }
+            _ => {}
         }
     }
     out

@@ -26,6 +26,7 @@ fn host() -> HostInfo {
                 "br-5348d0a9e4ea".into(),
             ),
         ],
+        ..Default::default()
     }
 }
 
@@ -139,4 +140,27 @@ fn the_host_may_open_new_connections() {
         orig_dst: None,
     };
     assert_eq!(evaluate(&dump(), &host(), &p).fate, Fate::Pass);
+}
+
+#[test]
+fn ipset_members_decide_set_matches() {
+    let text = "*filter\n:INPUT DROP [0:0]\n\
+                -A INPUT -p tcp -m tcp --dport 22 -m set --match-set admins src -j ACCEPT\n\
+                -A INPUT -p tcp -m tcp --dport 23 -m set --match-set ports src,dst -j ACCEPT\n\
+                COMMIT\n";
+    let d = iptables::parse(text, "t").expect("parses");
+    let mut h = host();
+    h.ipsets = palisade_analysis::host::ipsets(
+        "create admins hash:net family inet\nadd admins 198.51.100.0/24\n\
+         create ports hash:ip,port family inet\nadd ports 198.51.100.7,tcp:23\n",
+    );
+    assert_eq!(evaluate(&d, &h, &from_internet(22)).fate, Fate::Pass);
+    let mut stranger = from_internet(22);
+    stranger.src = ip("203.0.113.50");
+    assert_eq!(evaluate(&d, &h, &stranger).fate, Fate::Blocked);
+    // Pairs are not modelled: may pass.
+    assert_eq!(evaluate(&d, &h, &from_internet(23)).fate, Fate::MayPass);
+    // A set the collection does not have: may pass, never blocked.
+    h.ipsets.clear();
+    assert_eq!(evaluate(&d, &h, &stranger).fate, Fate::MayPass);
 }

@@ -95,6 +95,7 @@ fn palisades_table_read_back_from_the_kernel_decides_like_the_tracer() {
             ("0.0.0.0/0".parse().expect("net"), "eth0".into()),
             ("192.0.2.0/24".parse().expect("net"), "br-lab".into()),
         ],
+        ..Default::default()
     };
     let to_host = |src: &str, port: u16| Packet {
         src: ip(src),

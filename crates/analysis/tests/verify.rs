@@ -33,6 +33,7 @@ fn state() -> HostState {
                     "br-5348d0a9e4ea".into(),
                 ),
             ],
+            ..Default::default()
         },
         uplinks: vec!["eth0".into()],
         public_addrs: vec![ip("203.0.113.10")],
