@@ -91,7 +91,13 @@ enum Command {
         fail_on: FailOn,
     },
     /// Save the host's firewall and network state into DIR for offline use.
-    Collect { dir: PathBuf },
+    Collect {
+        /// Folder to write the files into (made if missing).
+        dir: PathBuf,
+        /// Docker Engine API address (default: DOCKER_HOST or the socket).
+        #[arg(long)]
+        docker_host: Option<String>,
+    },
     /// Check the host's real rules against a policy: every difference with
     /// a concrete packet and the rule that decides it. Exit 1 on any.
     Verify {
@@ -399,11 +405,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             verify(&p, from.as_deref(), docker_host.as_deref(), format)
         }
-        Command::Collect { dir } => {
-            let failed = palisade_analysis::host::collect(&dir)?;
-            for f in &failed {
-                eprintln!("palisade: collect: {f}");
-            }
+        Command::Collect { dir, docker_host } => {
+            collect(&dir, docker_host.as_deref())?;
             println!("collected into {}", dir.display());
             Ok(EXIT_OK)
         }
@@ -665,6 +668,7 @@ fn audit_host(
     }
     let mut findings = audit::findings(&matrix, &source);
     findings.extend(audit::rule_findings(&state, &source));
+    findings.extend(audit::docker_findings(&state, &source));
     Ok(Some(findings))
 }
 
@@ -873,9 +877,7 @@ fn host_state(
         Some(d) => d,
         None => {
             live = tempfile::tempdir().context("making a temporary folder")?;
-            for f in host::collect(live.path())? {
-                eprintln!("palisade: collect: {f}");
-            }
+            collect(live.path(), None)?;
             live.path()
         }
     };
@@ -895,4 +897,21 @@ fn count(n: usize, noun: &str) -> String {
     } else {
         format!("{n} {noun}s")
     }
+}
+
+/// Collects the host's state into `dir`: the firewall and network files,
+/// and Docker's networks when Docker answers. What fails is said on stderr.
+fn collect(dir: &std::path::Path, docker_host: Option<&str>) -> anyhow::Result<()> {
+    for f in palisade_analysis::host::collect(dir)? {
+        eprintln!("palisade: collect: {f}");
+    }
+    match palisade_enforce::docker::networks(docker_host) {
+        Ok(nets) => std::fs::write(
+            dir.join("docker-networks.json"),
+            serde_json::to_string_pretty(&nets)?,
+        )
+        .context("writing docker-networks.json")?,
+        Err(e) => eprintln!("palisade: collect: Docker's networks are left out: {e}"),
+    }
+    Ok(())
 }

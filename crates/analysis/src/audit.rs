@@ -350,3 +350,71 @@ pub fn rule_findings(st: &HostState, source: &str) -> Vec<Finding> {
     }
     out
 }
+
+/// The bridge driver's options Docker knows. Any other
+/// `com.docker.network.*` key is accepted by `docker network create` and
+/// then ignored: a misspelt `enable_icc` leaves containers talking freely.
+const BRIDGE_OPTIONS: &[&str] = &[
+    "com.docker.network.bridge.name",
+    "com.docker.network.bridge.enable_icc",
+    "com.docker.network.bridge.enable_ip_masquerade",
+    "com.docker.network.bridge.host_binding_ipv4",
+    "com.docker.network.bridge.default_bridge",
+    "com.docker.network.bridge.gateway_mode_ipv4",
+    "com.docker.network.bridge.gateway_mode_ipv6",
+    "com.docker.network.bridge.inhibit_ipv4",
+    "com.docker.network.bridge.trusted_host_interfaces",
+    "com.docker.network.driver.mtu",
+    "com.docker.network.container_iface_prefix",
+];
+
+/// Findings about Docker's networks: options Docker ignores, and
+/// inter-container traffic left open.
+pub fn docker_findings(st: &HostState, source: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for n in st.docker_networks.iter().filter(|n| n.driver == "bridge") {
+        for key in n.options.keys() {
+            if key.starts_with("com.docker.network.")
+                && !BRIDGE_OPTIONS.contains(&key.as_str())
+            {
+                let near = BRIDGE_OPTIONS
+                    .iter()
+                    .min_by_key(|k| strsim::levenshtein(k, key))
+                    .copied()
+                    .unwrap_or_default();
+                out.push(Finding {
+                    id: "docker/ignored-network-option",
+                    severity: Severity::High,
+                    subject: format!("network {}", n.name),
+                    file: source.to_string(),
+                    line: 0,
+                    message: format!(
+                        "option `{key}` is not one Docker's bridge driver knows: Docker ignores it"
+                    ),
+                    fix: format!("did you mean `{near}`? Recreate the network with it"),
+                });
+            }
+        }
+        let icc = n
+            .options
+            .get("com.docker.network.bridge.enable_icc")
+            .is_none_or(|v| v != "false");
+        if icc {
+            out.push(Finding {
+                id: "docker/inter-container-open",
+                severity: Severity::Medium,
+                subject: format!("network {}", n.name),
+                file: source.to_string(),
+                line: 0,
+                message:
+                    "Docker lets every container on this network reach every port of \
+                          every other one"
+                        .into(),
+                fix: "list the flows that are needed in a palisade policy (it drops the \
+                      rest), or set com.docker.network.bridge.enable_icc=false"
+                    .into(),
+            });
+        }
+    }
+    out
+}

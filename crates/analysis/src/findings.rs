@@ -56,7 +56,10 @@ impl fmt::Display for Finding {
         write!(
             f,
             "{:<8} {at}: {}: {}\n         fix: {}",
-            self.severity, self.subject, self.message, self.fix
+            self.severity.as_str(),
+            self.subject,
+            self.message,
+            self.fix
         )
     }
 }

@@ -10,6 +10,7 @@
 //! | `ip-addr.json`, `ip-route.json`, `ip6-route.json` | `ip -j addr`, `ip -j route`, `ip -6 -j route` |
 //! | `listen.txt` | `ss -Hlntu` |
 //! | `ipset.txt` | `ipset save` |
+//! | `docker-networks.json` | the Docker Engine API's network list |
 //!
 //! A missing file is an empty state for that part, and is said so in
 //! `HostState::missing`.
@@ -53,6 +54,15 @@ pub enum HostError {
     },
 }
 
+/// A Docker network as the Engine API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DockerNetwork {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
 /// A listening socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Listener {
@@ -79,6 +89,8 @@ pub struct HostState {
     pub other_nft_tables: Vec<String>,
     /// Every address with its interface.
     pub iface_addrs: Vec<(String, IpAddr)>,
+    /// Docker's networks, when the collection reached Docker.
+    pub docker_networks: Vec<DockerNetwork>,
     /// Files the collection lacked.
     pub missing: Vec<String>,
 }
@@ -167,6 +179,13 @@ pub fn load(dir: &Path) -> Result<HostState, HostError> {
         .filter(|(i, a)| st.uplinks.contains(i) && !is_link_local(a))
         .map(|(_, a)| *a)
         .collect();
+    if let Some(t) = read("docker-networks.json", &mut missing)? {
+        st.docker_networks = serde_json::from_str(&t).map_err(|e| HostError::Json {
+            path: dir.join("docker-networks.json"),
+            what: "the Docker network list".into(),
+            detail: e.to_string(),
+        })?;
+    }
     if let Some(t) = read("ipset.txt", &mut missing)? {
         st.info.ipsets = ipsets(&t);
     }

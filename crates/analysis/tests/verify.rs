@@ -97,3 +97,42 @@ fn shared_limits_and_unknown_interfaces_are_findings() {
     );
     assert!(f[1].message.contains("`wg0`"));
 }
+
+#[test]
+fn docker_options_docker_ignores_and_open_networks_are_findings() {
+    use palisade_analysis::host::DockerNetwork;
+    let mut st = state();
+    let net = |name: &str, opts: &[(&str, &str)]| DockerNetwork {
+        id: format!("{name}-id"),
+        name: name.into(),
+        driver: "bridge".into(),
+        options: opts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    st.docker_networks = vec![
+        net(
+            "typo",
+            &[("com.docker.network.bridge.enable_icc_", "false")],
+        ),
+        net(
+            "closed",
+            &[("com.docker.network.bridge.enable_icc", "false")],
+        ),
+    ];
+    let f = palisade_analysis::audit::docker_findings(&st, "c");
+    let got: Vec<(&str, &str)> = f.iter().map(|f| (f.id, f.subject.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("docker/ignored-network-option", "network typo"),
+            ("docker/inter-container-open", "network typo"),
+        ]
+    );
+    assert!(
+        f[0].fix.contains("com.docker.network.bridge.enable_icc`"),
+        "{}",
+        f[0].fix
+    );
+}

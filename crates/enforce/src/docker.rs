@@ -73,7 +73,7 @@ pub struct Endpoint {
 }
 
 /// A Docker network: its name, driver and options.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct NetworkInfo {
     pub id: String,
     pub name: String,
@@ -147,7 +147,8 @@ pub fn map_services(
 }
 
 /// Asks Docker at `host` (see [`docker_host`]) for the policy's services.
-pub async fn resolve_async(policy: &Policy, host: &str) -> Result<Resolved, Error> {
+/// A client for `host`, speaking the daemon's API version.
+async fn connect(host: &str) -> Result<Docker, Error> {
     let fail = |detail: String| Error::Docker {
         host: host.to_string(),
         detail,
@@ -160,10 +161,47 @@ pub async fn resolve_async(policy: &Policy, host: &str) -> Result<Resolved, Erro
     }
     .map_err(|e| fail(e.to_string()))?;
     // Older daemons refuse a client that speaks a newer API than theirs.
-    let docker = docker
+    docker
         .negotiate_version()
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Every network the daemon has, with its driver options (for the audit).
+pub fn networks(docker_host_arg: Option<&str>) -> Result<Vec<NetworkInfo>, Error> {
+    let host = docker_host(docker_host_arg);
+    let fail = |detail: String| Error::Docker {
+        host: host.clone(),
+        detail,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let docker = connect(&host).await?;
+        let list = docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(|e| fail(format!("listing networks: {e}")))?;
+        Ok(list
+            .into_iter()
+            .map(|n| NetworkInfo {
+                id: n.id.unwrap_or_default(),
+                name: n.name.unwrap_or_default(),
+                driver: n.driver.unwrap_or_default(),
+                options: n.options.unwrap_or_default(),
+            })
+            .collect())
+    })
+}
+
+pub async fn resolve_async(policy: &Policy, host: &str) -> Result<Resolved, Error> {
+    let fail = |detail: String| Error::Docker {
+        host: host.to_string(),
+        detail,
+    };
+    let docker = connect(host).await?;
 
     let summaries = docker
         .list_containers(Some(ListContainersOptions {
