@@ -164,3 +164,60 @@ fn ipset_members_decide_set_matches() {
     h.ipsets.clear();
     assert_eq!(evaluate(&d, &h, &stranger).fate, Fate::MayPass);
 }
+
+mod docker_28 {
+    //! Docker 28's layout: DOCKER-FORWARD, the ipset of bridges, raw drops
+    //! against direct routing.
+
+    use super::*;
+
+    fn dump() -> iptables::Dump {
+        iptables::parse(include_str!("data/docker-28.iptables-save"), "docker-28")
+            .expect("parses")
+    }
+
+    fn host28() -> HostInfo {
+        let mut h = host();
+        h.routes = vec![
+            ("0.0.0.0/0".parse().expect("net"), "eth0".into()),
+            (
+                "192.0.2.0/24".parse().expect("net"),
+                "br-0a1b2c3d4e5f".into(),
+            ),
+        ];
+        h.ipsets = palisade_analysis::host::ipsets(
+            "create docker-ext-bridges-v4 hash:net family inet\nadd docker-ext-bridges-v4 192.0.2.0/24\n",
+        );
+        h
+    }
+
+    #[test]
+    fn a_published_port_passes_through_docker_forward() {
+        let d = evaluate(&dump(), &host28(), &from_internet(8080));
+        assert_eq!(d.fate, Fate::Pass, "{:#?}", d.trail);
+        assert_eq!(d.packet.dst, ip("192.0.2.2"));
+        assert!(d.trail.iter().any(|h| h.chain == "DOCKER-FORWARD"));
+    }
+
+    #[test]
+    fn routing_straight_to_the_container_is_dropped_in_raw() {
+        let mut p = from_internet(80);
+        p.dst = ip("192.0.2.2");
+        let d = evaluate(&dump(), &host28(), &p);
+        assert_eq!(d.fate, Fate::Blocked, "{:#?}", d.trail);
+        assert_eq!(d.trail.last().map(|h| h.table.as_str()), Some("raw"));
+        // An unpublished port of the container: DOCKER's final drop.
+        p.dport = 5432;
+        let d = evaluate(&dump(), &host28(), &p);
+        assert_eq!(d.fate, Fate::Blocked, "{:#?}", d.trail);
+        assert_eq!(d.trail.last().map(|h| h.chain.as_str()), Some("DOCKER"));
+    }
+
+    #[test]
+    fn without_the_ipset_the_answer_is_may_pass_not_blocked() {
+        let mut h = host28();
+        h.ipsets.clear();
+        let d = evaluate(&dump(), &h, &from_internet(8080));
+        assert_eq!(d.fate, Fate::MayPass, "{:#?}", d.trail);
+    }
+}
