@@ -306,31 +306,6 @@ impl Builder<'_> {
                 Action::Drop,
             ));
         }
-        // Packets from outside addressed to the loopback range: with
-        // route_localnet (which Docker may set) they would reach services
-        // bound to 127.0.0.1.
-        let lo_nets: [(Family, IpNet); 2] = [
-            (Family::V4, "127.0.0.0/8".parse().expect("constant")),
-            (Family::V6, "::1/128".parse().expect("constant")),
-        ];
-        for (f, net) in lo_nets {
-            // The address first: it fails at once for almost every packet,
-            // before the interface name is compared.
-            rules.push(rule(
-                "martian-loopback",
-                vec![
-                    Match::Daddr {
-                        family: f,
-                        addrs: Addrs::Nets(vec![net]),
-                    },
-                    Match::Iifname {
-                        ifaces: Ifaces::Names(vec!["lo".into()]),
-                        negate: true,
-                    },
-                ],
-                Action::Drop,
-            ));
-        }
         self.chains.push(Chain {
             name: "prerouting".into(),
             base: Some(BaseChain {
@@ -354,6 +329,33 @@ impl Builder<'_> {
                 Action::Accept,
             ),
             rule("invalid", vec![ct(&[CtState::Invalid])], Action::Drop),
+        ];
+        // New connections from outside addressed to the loopback range:
+        // with route_localnet (which Docker may set) they would reach
+        // services bound to 127.0.0.1. Here on input, not in prerouting:
+        // forwarded traffic never pays for the check (a DNATed one is
+        // judged by its original port in forward).
+        let lo_nets: [(Family, IpNet); 2] = [
+            (Family::V4, "127.0.0.0/8".parse().expect("constant")),
+            (Family::V6, "::1/128".parse().expect("constant")),
+        ];
+        for (f, net) in lo_nets {
+            rules.push(rule(
+                "martian-loopback",
+                vec![
+                    Match::Daddr {
+                        family: f,
+                        addrs: Addrs::Nets(vec![net]),
+                    },
+                    Match::Iifname {
+                        ifaces: Ifaces::Names(vec!["lo".into()]),
+                        negate: true,
+                    },
+                ],
+                Action::Drop,
+            ));
+        }
+        rules.extend([
             rule(
                 "icmp-essential",
                 vec![Match::Icmp {
@@ -370,7 +372,7 @@ impl Builder<'_> {
                 }],
                 Action::Accept,
             ),
-        ];
+        ]);
         if p.icmp.echo {
             for f in Family::BOTH {
                 let echo = vec![Match::Icmp {
