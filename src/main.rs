@@ -669,6 +669,7 @@ fn audit_host(
     let mut findings = audit::findings(&matrix, &source);
     findings.extend(audit::rule_findings(&state, &source));
     findings.extend(audit::docker_findings(&state, &source));
+    findings.extend(audit::structure_findings(&state, &source));
     Ok(Some(findings))
 }
 

@@ -418,3 +418,172 @@ pub fn docker_findings(st: &HostState, source: &str) -> Vec<Finding> {
     }
     out
 }
+
+/// Ports a rule matches by destination (`--dport`, `--dports`), `None`
+/// when it does not look at the port.
+fn rule_dports(rule: &crate::iptables::Rule) -> Option<BTreeSet<u16>> {
+    let mut out: Option<BTreeSet<u16>> = None;
+    for m in &rule.modules {
+        for o in &m.options {
+            if !matches!(o.name.as_str(), "dport" | "dports" | "destination-port") {
+                continue;
+            }
+            if o.negated {
+                return None;
+            }
+            let set = out.get_or_insert_with(BTreeSet::new);
+            for v in o.values.iter().flat_map(|v| v.split(',')) {
+                match v.split_once(':') {
+                    Some((a, b)) => {
+                        let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) else {
+                            return None;
+                        };
+                        // Wide ranges are not worth listing port by port.
+                        if b.saturating_sub(a) > 4096 {
+                            return None;
+                        }
+                        set.extend(a..=b);
+                    }
+                    None => {
+                        set.insert(v.parse().ok()?);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether an earlier rule `a` catches every packet a later rule `b` would,
+/// so `b` never decides anything. Conservative: only plain matches
+/// (protocol, addresses, interfaces, destination ports, comments) count; a
+/// rule with any other module never shadows.
+fn shadows(a: &crate::iptables::Rule, b: &crate::iptables::Rule) -> bool {
+    let plain =
+        |r: &crate::iptables::Rule| {
+            r.modules.iter().all(|m| {
+                matches!(m.name.as_str(), "tcp" | "udp" | "multiport" | "comment")
+            }) && r.modules.iter().flat_map(|m| m.options.iter()).all(|o| {
+                matches!(
+                    o.name.as_str(),
+                    "dport" | "dports" | "destination-port" | "comment"
+                )
+            }) && r.fragment.is_none()
+        };
+    if !plain(a) || !matches!(a.target(), Some("ACCEPT" | "DROP" | "REJECT")) {
+        return false;
+    }
+    if let Some((neg, p)) = &a.protocol {
+        if *neg || b.protocol.as_ref() != Some(&(false, p.clone())) {
+            return false;
+        }
+    }
+    let covers_addr =
+        |x: &Option<crate::iptables::AddrMatch>,
+         y: &Option<crate::iptables::AddrMatch>| match (x, y) {
+            (None, _) => true,
+            (Some(x), Some(y)) => !x.negated && !y.negated && x.net.contains(&y.net),
+            (Some(_), None) => false,
+        };
+    let covers_if =
+        |x: &Option<crate::iptables::IfaceMatch>,
+         y: &Option<crate::iptables::IfaceMatch>| match (x, y) {
+            (None, _) => true,
+            (Some(x), Some(y)) => x == y,
+            (Some(_), None) => false,
+        };
+    if !covers_addr(&a.src, &b.src)
+        || !covers_addr(&a.dst, &b.dst)
+        || !covers_if(&a.in_iface, &b.in_iface)
+        || !covers_if(&a.out_iface, &b.out_iface)
+    {
+        return false;
+    }
+    match (rule_dports(a), rule_dports(b)) {
+        (None, _) => a
+            .modules
+            .iter()
+            .all(|m| m.options.iter().all(|o| o.name == "comment")),
+        (Some(pa), Some(pb)) => pb.is_subset(&pa),
+        (Some(_), None) => false,
+    }
+}
+
+/// Findings from the rules' structure: rules an earlier rule shadows, and
+/// ports a firewall allows from loopback only while Docker publishes them
+/// on every address.
+pub fn structure_findings(st: &HostState, source: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (family, dump) in [("iptables", &st.v4), ("ip6tables", &st.v6)] {
+        for (table, t) in &dump.tables {
+            for chain in &t.chains {
+                for (j, b) in chain.rules.iter().enumerate() {
+                    let Some(a) = chain.rules[..j].iter().find(|a| shadows(a, b)) else {
+                        continue;
+                    };
+                    out.push(Finding {
+                        id: "host/shadowed-rule",
+                        severity: Severity::Medium,
+                        subject: format!("{family} {table} {}:{}", chain.name, b.line),
+                        file: source.to_string(),
+                        line: b.line,
+                        message: format!(
+                            "never decides anything: line {} (`{}`) catches every packet first: {}",
+                            a.line, a.text, b.text
+                        ),
+                        fix: "move the rule above the one that shadows it, or remove it".into(),
+                    });
+                }
+            }
+        }
+        // Allowed from loopback only on INPUT, DNATed from everywhere.
+        let dnat_ports: BTreeSet<u16> = dump
+            .tables
+            .get("nat")
+            .into_iter()
+            .flat_map(|t| t.chains.iter())
+            .flat_map(|c| c.rules.iter())
+            .filter(|r| r.target() == Some("DNAT"))
+            .filter(|r| {
+                r.dst
+                    .as_ref()
+                    .is_none_or(|d| !d.net.addr().is_loopback() || d.negated)
+            })
+            .filter_map(rule_dports)
+            .flatten()
+            .collect();
+        let filter = dump.tables.get("filter");
+        for c in filter.into_iter().flat_map(|t| t.chains.iter()) {
+            for r in &c.rules {
+                let loopback_only = r
+                    .src
+                    .as_ref()
+                    .is_some_and(|s| !s.negated && s.net.addr().is_loopback());
+                if !loopback_only || r.target() != Some("ACCEPT") {
+                    continue;
+                }
+                for port in rule_dports(r).unwrap_or_default() {
+                    if dnat_ports.contains(&port) {
+                        out.push(Finding {
+                            id: "host/loopback-port-published",
+                            severity: Severity::High,
+                            subject: format!("{port}/tcp"),
+                            file: source.to_string(),
+                            line: r.line,
+                            message: format!(
+                                "meant for loopback (`{}`), but Docker publishes port {port} on \
+                                 every address, and its DNAT skips this rule",
+                                r.text
+                            ),
+                            fix: format!(
+                                "publish it as 127.0.0.1:{port}:... in the compose file, or \
+                                 expose it as \"loopback\" in a palisade policy"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}

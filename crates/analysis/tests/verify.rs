@@ -136,3 +136,35 @@ fn docker_options_docker_ignores_and_open_networks_are_findings() {
         f[0].fix
     );
 }
+
+#[test]
+fn shadowed_rules_and_loopback_ports_published_everywhere() {
+    // The UFW host: 8080 allowed "from 127.0.0.1" while Docker DNATs it.
+    let f = palisade_analysis::audit::structure_findings(&state(), "ufw");
+    let lo: Vec<_> = f
+        .iter()
+        .filter(|f| f.id == "host/loopback-port-published")
+        .collect();
+    assert_eq!(lo.len(), 1, "{f:#?}");
+    assert_eq!(lo[0].subject, "8080/tcp");
+
+    let mut st = state();
+    st.v4 = iptables::parse(
+        "*filter\n:INPUT DROP [0:0]\n\
+         -A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n\
+         -A INPUT -p tcp -m tcp --dport 22 -m limit --limit 3/min -j DROP\n\
+         -A INPUT -s 198.51.100.0/24 -p tcp -m multiport --dports 80,443 -j ACCEPT\n\
+         -A INPUT -s 198.51.100.7/32 -p tcp -m tcp --dport 443 -j DROP\n\
+         -A INPUT -p tcp -m tcp --dport 443 -j DROP\nCOMMIT\n",
+        "shadow",
+    )
+    .expect("parses");
+    let lines: Vec<usize> = palisade_analysis::audit::structure_findings(&st, "s")
+        .iter()
+        .filter(|f| f.id == "host/shadowed-rule")
+        .map(|f| f.line)
+        .collect();
+    // Line 4 (the limit below the allow) and line 6 (a /32 inside the
+    // allowed /24); line 7 reaches sources outside the /24.
+    assert_eq!(lines, [4, 6]);
+}
