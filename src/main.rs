@@ -807,16 +807,7 @@ fn trace_live(
         Some(a) if state.info.is_local(&a) => (a, None),
         Some(a) => (a, state.info.route(&a).map(str::to_string)),
     };
-    let pkt = Packet {
-        src: src_ip,
-        dst: dst_ip,
-        proto,
-        sport: 40000,
-        dport: port,
-        iif,
-        oif: None,
-        orig_dst: None,
-    };
+    let pkt = Packet::new(src_ip, dst_ip, proto, port, iif);
     let dump = if dst_ip.is_ipv6() {
         &state.v6
     } else {

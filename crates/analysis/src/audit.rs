@@ -57,16 +57,7 @@ pub fn exposure_from(st: &HostState, src_v4: IpAddr, src_v6: IpAddr) -> Vec<Expo
             .find(|(_, a)| a == addr)
             .map(|(i, _)| i.clone());
         for &(proto, port) in &ports {
-            let pkt = Packet {
-                src,
-                dst: *addr,
-                proto,
-                sport: 40000,
-                dport: port,
-                iif: iif.clone(),
-                oif: None,
-                orig_dst: None,
-            };
+            let pkt = Packet::new(src, *addr, proto, port, iif.clone());
             let fw = Firewall {
                 iptables: dump,
                 nft: st.nft.as_ref(),

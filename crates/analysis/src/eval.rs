@@ -91,6 +91,29 @@ pub struct Packet {
     pub orig_dst: Option<(IpAddr, u16)>,
 }
 
+impl Packet {
+    /// The first packet of a new connection from `src` to `dst:dport`,
+    /// arriving on `iif` (`None`: sent by the host itself).
+    pub fn new(
+        src: IpAddr,
+        dst: IpAddr,
+        proto: L4,
+        dport: u16,
+        iif: Option<String>,
+    ) -> Packet {
+        Packet {
+            src,
+            dst,
+            proto,
+            sport: 40000,
+            dport,
+            iif,
+            oif: None,
+            orig_dst: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fate {
@@ -408,13 +431,19 @@ fn through(
                 }
                 e => e,
             };
-            match end {
-                End::Drop => finished.push((false, path)),
-                _ => out.push(path),
-            }
+            settle(end, path, &mut out, finished);
         }
     }
     dedupe(out)
+}
+
+/// A path at the end of a base chain: dropped paths are finished, the
+/// others go on to the next chain.
+fn settle(end: End, path: Path, out: &mut Vec<Path>, finished: &mut Vec<(bool, Path)>) {
+    match end {
+        End::Drop => finished.push((false, path)),
+        _ => out.push(path),
+    }
 }
 
 /// Paths that continue in the same state are one path.
@@ -973,10 +1002,7 @@ fn through_nft(
                 }
                 e => e,
             };
-            match end {
-                End::Drop => finished.push((false, path)),
-                _ => out.push(path),
-            }
+            settle(end, path, &mut out, finished);
         }
     }
     dedupe(out)

@@ -157,16 +157,7 @@ pub fn verify(policy: &Policy, res: &Resolution, st: &HostState) -> Verification
                         .any(|g| policy.groups[g].nets.iter().any(|n| n.contains(src))),
                     Exposure::Internal | Exposure::Loopback => false,
                 };
-                let pkt = Packet {
-                    src: *src,
-                    dst: *addr,
-                    proto,
-                    sport: 40000,
-                    dport: port,
-                    iif: iif.clone(),
-                    oif: None,
-                    orig_dst: None,
-                };
+                let pkt = Packet::new(*src, *addr, proto, port, iif.clone());
                 check(format!("{what}, from {who}"), open, pkt);
             }
         }
@@ -199,16 +190,7 @@ pub fn verify(policy: &Policy, res: &Resolution, st: &HostState) -> Verification
                         && f.port == p.port
                         && f.proto == p.proto
                 });
-                let pkt = Packet {
-                    src,
-                    dst,
-                    proto: l4(p.proto),
-                    sport: 40000,
-                    dport: p.port,
-                    iif: iif.clone(),
-                    oif: None,
-                    orig_dst: None,
-                };
+                let pkt = Packet::new(src, dst, l4(p.proto), p.port, iif.clone());
                 let word = if open { "may" } else { "may not" };
                 check(
                     format!("{} {word} reach {}:{}/{}", a.name, b.name, p.port, p.proto),
@@ -234,16 +216,7 @@ pub fn verify(policy: &Policy, res: &Resolution, st: &HostState) -> Verification
             egress_ports.iter().map(|(pr, p)| (*pr, *p, true)).collect();
         probes.push((Proto::Tcp, unlisted, false));
         for (proto, port, open) in probes {
-            let pkt = Packet {
-                src,
-                dst: internet,
-                proto: l4(proto),
-                sport: 40000,
-                dport: port,
-                iif: iif.clone(),
-                oif: None,
-                orig_dst: None,
-            };
+            let pkt = Packet::new(src, internet, l4(proto), port, iif.clone());
             let word = if open { "may" } else { "may not" };
             check(
                 format!("{} {word} connect out to {port}/{proto}", a.name),
