@@ -137,8 +137,11 @@ impl Builder<'_> {
                     addr_type(f),
                     format!("group {name}"),
                 );
-                s.interval = true;
-                s.elements = IpNet::aggregate(&nets)
+                // Group nets are already aggregated. A group of single
+                // addresses is a plain hash set, which nft loads and looks up
+                // faster than an interval set.
+                s.interval = nets.iter().any(|n| n.prefix_len() != n.max_prefix_len());
+                s.elements = nets
                     .iter()
                     .map(|n| match n.prefix_len() == n.max_prefix_len() {
                         true => n.addr().to_string(),
@@ -251,10 +254,7 @@ impl Builder<'_> {
                 .filter(|g| {
                     // A group without addresses of this family matches
                     // nothing; leave its rule out.
-                    self.policy.groups[g.as_str()]
-                        .nets
-                        .iter()
-                        .any(|n| f.contains(n))
+                    self.policy.groups[g.as_str()].has_family(f == Family::V6)
                 })
                 .map(|g| {
                     vec![Match::Saddr {

@@ -40,6 +40,17 @@ pub struct Group {
 }
 
 impl Group {
+    /// Whether the group has networks of that family. (The nets are sorted,
+    /// IPv4 first, so this looks at one end only.)
+    pub fn has_family(&self, v6: bool) -> bool {
+        let end = if v6 {
+            self.nets.last()
+        } else {
+            self.nets.first()
+        };
+        end.is_some_and(|n| matches!(n, IpNet::V6(_)) == v6)
+    }
+
     /// Whether `addr` is inside the group.
     pub fn contains(&self, addr: &std::net::IpAddr) -> bool {
         // The last network that starts at or before `addr` is the only one

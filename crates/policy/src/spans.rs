@@ -32,22 +32,27 @@ macro_rules! path {
     ($($seg:expr),* $(,)?) => { &[$($crate::spans::Seg::from($seg)),*][..] };
 }
 
+/// Parsed only when the first problem needs a position: a valid policy
+/// (the usual case, and a large one) is read once.
 pub struct Spans<'i> {
-    root: Option<Spanned<DeTable<'i>>>,
+    src: &'i str,
+    root: std::cell::OnceCell<Option<Spanned<DeTable<'i>>>>,
     len: usize,
 }
 
 impl<'i> Spans<'i> {
     pub fn new(src: &'i str) -> Spans<'i> {
         Spans {
-            root: DeTable::parse(src).ok(),
+            src,
+            root: std::cell::OnceCell::new(),
             len: src.len(),
         }
     }
 
     /// The span of the value at `path`, or of its nearest existing parent.
     pub fn value(&self, path: &[Seg]) -> Range<usize> {
-        let Some(root) = &self.root else {
+        let root = self.root.get_or_init(|| DeTable::parse(self.src).ok());
+        let Some(root) = root else {
             return 0..0;
         };
         let mut best = root.span();
