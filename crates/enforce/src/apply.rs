@@ -250,9 +250,15 @@ pub fn apply(opts: &ApplyOptions) -> Result<ApplyReport, Error> {
         return Err(Error::Load(Box::new(e)));
     }
 
-    // 8. Read back: the kernel must hold what was compiled.
-    let diffs = match nft.list_table_json() {
-        Ok(Some(listed)) => nft::verify(&rs, &listed),
+    // 8. Read back: the kernel must hold what was compiled. The table is
+    // listed without set elements (group sets may hold hundreds of
+    // thousands); the sets whose elements are compared, the services' and
+    // the bridges', are listed one by one.
+    let diffs = match nft.list_table_json_terse() {
+        Ok(Some(mut listed)) => match fill_exact_sets(nft, &rs, &mut listed) {
+            Ok(()) => nft::verify(&rs, &listed),
+            Err(e) => vec![format!("cannot read a set back: {e}")],
+        },
         Ok(None) => vec!["palisade's table is not there after the load".into()],
         Err(e) => vec![format!("cannot read the table back: {e}")],
     };
@@ -298,6 +304,55 @@ pub fn apply(opts: &ApplyOptions) -> Result<ApplyReport, Error> {
         "palisade table loaded and verified"
     );
     Ok(report)
+}
+
+/// Puts the elements of the sets that `nft::verify` compares exactly (the
+/// services' and the bridges', when they should hold any) into a terse
+/// listing.
+fn fill_exact_sets(
+    nft: &Nft,
+    rs: &Ruleset,
+    listed: &mut serde_json::Value,
+) -> Result<(), Error> {
+    use palisade_compile::ir::SetRole;
+    let exact = rs.sets.iter().filter(|s| {
+        matches!(s.role, SetRole::Service(_) | SetRole::Bridges) && !s.elements.is_empty()
+    });
+    for set in exact {
+        let out = nft.run(
+            &[
+                "-j",
+                "list",
+                "set",
+                "inet",
+                palisade_compile::ir::TABLE,
+                &set.name,
+            ],
+            None,
+        )?;
+        let one: serde_json::Value =
+            serde_json::from_str(&out.stdout).map_err(|e| Error::NftOutput {
+                command: format!("nft -j list set inet palisade {}", set.name),
+                detail: e.to_string(),
+            })?;
+        let elem = one["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|i| i.get("set").and_then(|s| s.get("elem")))
+            .cloned();
+        let Some(elem) = elem else {
+            continue;
+        };
+        for item in listed["nftables"].as_array_mut().into_iter().flatten() {
+            if let Some(obj) = item.get_mut("set").and_then(|s| s.as_object_mut()) {
+                if obj.get("name").and_then(|n| n.as_str()) == Some(set.name.as_str()) {
+                    obj.insert("elem".into(), elem.clone());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One line for every service without a running container, however many.
