@@ -44,6 +44,7 @@ enum Command {
     },
     /// Compile a policy to nftables and print the ruleset.
     Compile {
+        /// Policy file; the built-in trading-bot policy if omitted.
         policy: Option<PathBuf>,
         /// Output target.
         #[arg(long, value_enum, default_value_t = Target::Nft)]

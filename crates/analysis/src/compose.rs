@@ -184,7 +184,8 @@ pub struct ComposeError {
 pub fn parse(text: &str, file: &str) -> Result<ComposeFile, ComposeError> {
     serde_saphyr::from_str(text).map_err(|e| ComposeError {
         file: file.to_string(),
-        message: e.to_string(),
+        // The YAML reader names its input `<input>`; say which file it is.
+        message: e.to_string().replace("<input>", file),
     })
 }
 
