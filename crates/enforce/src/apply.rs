@@ -162,7 +162,14 @@ pub fn apply(opts: &ApplyOptions) -> Result<ApplyReport, Error> {
         services_missing: resolved.missing.clone(),
         rollback_point: None,
         pending: None,
-        warnings: missing_warning(&resolved.missing).into_iter().collect(),
+        warnings: missing_warning(&resolved.missing)
+            .into_iter()
+            // Only Docker knows what it publishes.
+            .chain(match opts.resolution {
+                None => docker::publish_warnings(&opts.policy, &resolved),
+                Some(_) => Vec::new(),
+            })
+            .collect(),
     };
 
     // 3. The admin's own session.
@@ -391,6 +398,7 @@ fn resolved_from(policy: &Policy, resolution: Resolution) -> docker::Resolved {
     docker::Resolved {
         resolution,
         missing,
+        published: Vec::new(),
     }
 }
 

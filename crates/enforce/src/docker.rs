@@ -38,6 +38,65 @@ pub struct Resolved {
     pub resolution: Resolution,
     /// Policy services with no running container (their sets stay empty).
     pub missing: Vec<String>,
+    /// What Docker publishes for the policy's services: (service, port).
+    pub published: Vec<(String, Published)>,
+}
+
+/// One port Docker publishes on the host for a container.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Published {
+    /// The host address it is bound to; `None` for every address.
+    pub host_ip: Option<std::net::IpAddr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: palisade_policy::Proto,
+}
+
+/// What Docker publishes against what the policy says, as warnings: ports
+/// Docker publishes that the policy does not list (palisade drops them from
+/// outside), and ports the policy publishes that Docker does not (nothing
+/// answers there).
+pub fn publish_warnings(policy: &Policy, resolved: &Resolved) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen: BTreeSet<(String, u16, palisade_policy::Proto)> = BTreeSet::new();
+    for (name, p) in &resolved.published {
+        seen.insert((name.clone(), p.host_port, p.proto));
+        let listed = policy.services.get(name).is_some_and(|s| {
+            s.ports.iter().any(|sp| {
+                sp.publish == Some(p.host_port)
+                    && sp.port == p.container_port
+                    && sp.proto == p.proto
+            })
+        });
+        if !listed {
+            let at = p.host_ip.map_or("0.0.0.0".to_string(), |a| a.to_string());
+            out.push(format!(
+                "service {name}: Docker publishes {at}:{}->{}/{}, which the policy does not \
+                 list; palisade drops it from outside",
+                p.host_port, p.container_port, p.proto
+            ));
+        }
+    }
+    for (name, svc) in &policy.services {
+        if resolved.missing.contains(name) {
+            continue;
+        }
+        for sp in &svc.ports {
+            let Some(host) = sp.publish else {
+                continue;
+            };
+            if !seen.contains(&(name.clone(), host, sp.proto)) {
+                out.push(format!(
+                    "service {name}: the policy publishes host port {host}/{} but Docker \
+                     does not publish it; nothing answers there",
+                    sp.proto
+                ));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The Docker endpoint to use: `explicit`, else `DOCKER_HOST`, else the
@@ -62,6 +121,8 @@ pub struct Container {
     pub labels: HashMap<String, String>,
     /// One per network the container is on.
     pub endpoints: Vec<Endpoint>,
+    /// Ports Docker publishes on the host for it.
+    pub published: Vec<Published>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -125,6 +186,9 @@ pub fn map_services(
         {
             r.containers
                 .push(c.names.first().cloned().unwrap_or_else(|| c.id.clone()));
+            for p in &c.published {
+                out.published.push((name.clone(), p.clone()));
+            }
             for ep in &c.endpoints {
                 r.v4.extend(ep.v4);
                 r.v6.extend(ep.v6);
@@ -146,7 +210,6 @@ pub fn map_services(
     out
 }
 
-/// Asks Docker at `host` (see [`docker_host`]) for the policy's services.
 /// A client for `host`, speaking the daemon's API version.
 async fn connect(host: &str) -> Result<Docker, Error> {
     let fail = |detail: String| Error::Docker {
@@ -196,6 +259,7 @@ pub fn networks(docker_host_arg: Option<&str>) -> Result<Vec<NetworkInfo>, Error
     })
 }
 
+/// Asks Docker at `host` (see [`docker_host`]) for the policy's services.
 pub async fn resolve_async(policy: &Policy, host: &str) -> Result<Resolved, Error> {
     let fail = |detail: String| Error::Docker {
         host: host.to_string(),
@@ -224,6 +288,7 @@ pub async fn resolve_async(policy: &Policy, host: &str) -> Result<Resolved, Erro
                 .collect(),
             labels: s.labels.unwrap_or_default(),
             endpoints: Vec::new(),
+            published: published_ports(s.ports.unwrap_or_default()),
         };
         let nets = s
             .network_settings
@@ -269,6 +334,36 @@ pub async fn resolve_async(policy: &Policy, host: &str) -> Result<Resolved, Erro
         );
     }
     Ok(resolved)
+}
+
+/// The published ports of a container summary. Docker lists a port bound
+/// on both 0.0.0.0 and :: twice; both mean "every address".
+fn published_ports(ports: Vec<bollard::models::PortSummary>) -> Vec<Published> {
+    use bollard::models::PortSummaryTypeEnum as T;
+    let mut out: Vec<Published> = ports
+        .into_iter()
+        .filter_map(|p| {
+            let host_port = p.public_port?;
+            let proto = match p.typ {
+                Some(T::UDP) => palisade_policy::Proto::Udp,
+                Some(T::TCP) | None | Some(T::EMPTY) => palisade_policy::Proto::Tcp,
+                Some(T::SCTP) => return None,
+            };
+            let host_ip =
+                p.ip.as_deref()
+                    .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+                    .filter(|ip| !ip.is_unspecified());
+            Some(Published {
+                host_ip,
+                host_port,
+                container_port: p.private_port,
+                proto,
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Blocking [`resolve_async`]: runs it on a current-thread runtime.
@@ -329,24 +424,34 @@ mod tests {
             v4: Some(v4.parse().unwrap()),
             v6: None,
         };
+        let tcp = |host: u16, container: u16| Published {
+            host_ip: None,
+            host_port: host,
+            container_port: container,
+            proto: palisade_policy::Proto::Tcp,
+        };
         let containers = vec![
             Container {
                 id: "c1".into(),
                 names: vec!["stack-nginx-1".into()],
                 labels: [(COMPOSE_SERVICE_LABEL.to_string(), "nginx".to_string())].into(),
                 endpoints: vec![ep("192.0.2.10")],
+                // 80 as the policy says; 443 not published; 8081 extra.
+                published: vec![tcp(80, 80), tcp(8081, 8081)],
             },
             Container {
                 id: "c2".into(),
                 names: vec!["mcp-memory".into()],
                 labels: HashMap::new(),
                 endpoints: vec![ep("192.0.2.11")],
+                published: vec![tcp(8765, 8765)],
             },
             Container {
                 id: "c3".into(),
                 names: vec!["unrelated".into()],
                 labels: HashMap::new(),
                 endpoints: vec![ep("192.0.2.12")],
+                published: vec![tcp(9999, 9999)],
             },
         ];
         let r = map_services(&policy, &containers, &nets);
@@ -357,5 +462,14 @@ mod tests {
         assert_eq!(r.resolution.bridges, vec!["br-n1aaaaaaaaaa".to_string()]);
         assert!(r.missing.contains(&"ai-trading-bot".to_string()));
         assert!(!r.missing.contains(&"nginx".to_string()));
+
+        let w = publish_warnings(&policy, &r);
+        assert_eq!(w.len(), 3, "{w:#?}");
+        assert!(w[0]
+            .starts_with("service mcp-memory: Docker publishes 0.0.0.0:8765->8765/tcp"));
+        assert!(
+            w[1].starts_with("service nginx: Docker publishes 0.0.0.0:8081->8081/tcp")
+        );
+        assert!(w[2].starts_with("service nginx: the policy publishes host port 443/tcp"));
     }
 }
