@@ -210,6 +210,8 @@ fn resolve_finds_container_address_and_bridge() {
         "db",
         "--network",
         "pe-trading",
+        "-p",
+        "127.0.0.1:15432:5432",
         "pe-busybox:1",
         "/bin/busybox",
         "sleep",
@@ -218,6 +220,15 @@ fn resolve_finds_container_address_and_bridge() {
     let r = docker::resolve(&policy, Some(&d.host)).expect("resolve");
     assert_eq!(r.resolution.services["db"].v4.len(), 1, "{r:?}");
     assert!(r.missing.is_empty());
+    // Docker publishes a port the policy keeps internal: said, with the
+    // address Docker bound it to.
+    let w = docker::publish_warnings(&policy, &r);
+    assert!(
+        w.iter().any(|w| w.starts_with(
+            "service db: Docker publishes 127.0.0.1:15432->5432/tcp, which the policy does not list"
+        )),
+        "{w:#?}"
+    );
     let _ = Command::new("docker")
         .args(["-H", &d.host, "rm", "-f", "db"])
         .output();
