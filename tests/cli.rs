@@ -124,3 +124,15 @@ fn schema_is_json() {
         serde_json::from_slice(&out.get_output().stdout).expect("json");
     assert_eq!(v["title"], "palisade policy");
 }
+
+/// The policy the README shows passes `check`, so the README stays true.
+#[test]
+fn the_readme_policy_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+    let start = readme.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + readme[start..].find("```").expect("its end");
+    palisade_policy::parse(&readme[start..end], "README.md")
+        .expect("the README's policy is valid");
+}
