@@ -626,22 +626,43 @@ fn audit_host(
     let Some(state) = host_state(from, "audit")? else {
         return Ok(None);
     };
-    let src4 = sources
-        .iter()
-        .find(|a| a.is_ipv4())
-        .copied()
-        .unwrap_or_else(|| audit::INTERNET_V4.parse().expect("constant"));
-    let src6 = sources
-        .iter()
-        .find(|a| a.is_ipv6())
-        .copied()
-        .unwrap_or_else(|| audit::INTERNET_V6.parse().expect("constant"));
-    let matrix = audit::exposure_from(&state, src4, src6);
+    // Each given source is followed separately; without one, an address
+    // of the internet in no network of yours, per family.
+    let v4: Vec<std::net::IpAddr> =
+        sources.iter().filter(|a| a.is_ipv4()).copied().collect();
+    let v6: Vec<std::net::IpAddr> =
+        sources.iter().filter(|a| a.is_ipv6()).copied().collect();
+    let v4 = if v4.is_empty() {
+        vec![audit::INTERNET_V4.parse().expect("constant")]
+    } else {
+        v4
+    };
+    let v6 = if v6.is_empty() {
+        vec![audit::INTERNET_V6.parse().expect("constant")]
+    } else {
+        v6
+    };
+    let pairs = v4.len().max(v6.len());
+    let mut matrix = Vec::new();
+    for i in 0..pairs {
+        let (src4, src6) = (v4[i.min(v4.len() - 1)], v6[i.min(v6.len() - 1)]);
+        for e in audit::exposure_from(&state, src4, src6) {
+            // A family with fewer sources repeats its last: keep it once.
+            if !matrix.iter().any(|m: &audit::Exposure| {
+                m.source == e.source
+                    && m.addr == e.addr
+                    && m.port == e.port
+                    && m.proto == e.proto
+            }) {
+                matrix.push(e);
+            }
+        }
+    }
     if format == Format::Human {
-        println!("What {src4} / {src6} reach on {source}:");
+        println!("What reaches {source}, from where:");
         println!(
-            "{:<24} {:<10} {:<9} {:<22} DECIDED BY",
-            "ADDRESS", "PORT", "VERDICT", "REACHES"
+            "{:<20} {:<24} {:<10} {:<9} {:<22} DECIDED BY",
+            "FROM", "ADDRESS", "PORT", "VERDICT", "REACHES"
         );
         for e in &matrix {
             let verdict = match e.fate {
@@ -651,7 +672,8 @@ fn audit_host(
             };
             let port = format!("{}/{:?}", e.port, e.proto).to_lowercase();
             println!(
-                "{:<24} {:<10} {:<9} {:<22} {}",
+                "{:<20} {:<24} {:<10} {:<9} {:<22} {}",
+                e.source.to_string(),
                 e.addr.to_string(),
                 port,
                 verdict,

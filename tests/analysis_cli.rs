@@ -75,6 +75,25 @@ fn the_live_rules_keep_the_policy_and_the_audit_sees_it() {
     let (_, d) = json(&ns, &["trace", "--live", "203.0.113.99", "host:22/tcp"]);
     assert_eq!(d["fate"], "blocked", "{d:#}");
 
+    // The matrix from two sources: the admin reaches SSH, a stranger not.
+    let out = ns.exec(&[
+        env!("CARGO_BIN_EXE_palisade"),
+        "audit",
+        "--source",
+        "198.51.100.10",
+        "--source",
+        "203.0.113.99",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = |from: &str| {
+        text.lines()
+            .find(|l| l.starts_with(from) && l.contains(" 22/tcp "))
+            .unwrap_or_else(|| panic!("no 22/tcp row from {from}:\n{text}"))
+            .to_string()
+    };
+    assert!(row("198.51.100.10").contains(" open "), "{text}");
+    assert!(row("203.0.113.99").contains(" blocked "), "{text}");
+
     // Offline: the same answers from a collection.
     let saved = dir.path().join("collected");
     let saved = saved.to_str().expect("utf8");

@@ -22,6 +22,8 @@ pub const INTERNET_V6: &str = "2001:db8:ffff::254";
 /// One port as seen from the internet.
 #[derive(Debug, Clone, Serialize)]
 pub struct Exposure {
+    /// Where the connection comes from.
+    pub source: IpAddr,
     pub proto: L4,
     pub port: u16,
     pub addr: IpAddr,
@@ -74,6 +76,7 @@ pub fn exposure_from(st: &HostState, src_v4: IpAddr, src_v6: IpAddr) -> Vec<Expo
             let bypasses_input =
                 dnat && fate != Fate::Blocked && input_blocks(&fw, st, &pkt);
             out.push(Exposure {
+                source: src,
                 proto,
                 port,
                 addr: *addr,
