@@ -48,10 +48,10 @@ pub fn careless_publish(policy: &Policy, ssh_port: u16) -> Vec<Published> {
     for svc in policy.services.values() {
         for p in &svc.ports {
             if let Some(hp) = p.publish {
-                if used.insert((hp, p.proto.into())) {
+                if used.insert((hp, p.proto)) {
                     out.push(Published {
                         host_port: hp,
-                        proto: p.proto.into(),
+                        proto: p.proto,
                         service: svc.name.clone(),
                         container_port: p.port,
                         exposure: Some(p.expose.clone()),
@@ -62,10 +62,10 @@ pub fn careless_publish(policy: &Policy, ssh_port: u16) -> Vec<Published> {
     }
     for svc in policy.services.values() {
         for p in &svc.ports {
-            if p.publish.is_none() && used.insert((p.port, p.proto.into())) {
+            if p.publish.is_none() && used.insert((p.port, p.proto)) {
                 out.push(Published {
                     host_port: p.port,
-                    proto: p.proto.into(),
+                    proto: p.proto,
                     service: svc.name.clone(),
                     container_port: p.port,
                     exposure: None,
@@ -125,7 +125,7 @@ pub fn admits(policy: &Policy, exp: &Exposure, ip: IpAddr) -> bool {
 
 fn egress_allows(rules: &[Egress], proto: Proto, port: u16, to: IpAddr) -> bool {
     rules.iter().any(|e| {
-        Proto::from(e.proto) == proto
+        e.proto == proto
             && e.ports.contains(&port)
             && (e.to.is_empty() || e.to.iter().any(|n| n.contains(&to)))
     })
@@ -275,12 +275,12 @@ impl Layout<'_> {
         svc.ports
             .iter()
             .map(|port| {
-                let proto = Proto::from(port.proto);
+                let proto = port.proto;
                 let allowed = self.policy.flows.iter().any(|f| {
                     f.from == from
                         && f.to == to
                         && f.port == port.port
-                        && Proto::from(f.proto) == proto
+                        && f.proto == proto
                 });
                 Planned {
                     check: Check::Flow,

@@ -328,7 +328,7 @@ impl Lab {
             .flatten()
             .chain(lab.policy.services.values().flat_map(|s| &s.egress));
         for e in rules {
-            let set = match Proto::from(e.proto) {
+            let set = match e.proto {
                 Proto::Tcp => &mut tcp,
                 Proto::Udp => &mut udp,
             };

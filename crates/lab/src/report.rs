@@ -10,34 +10,10 @@
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-impl From<palisade_policy::Proto> for Proto {
-    fn from(p: palisade_policy::Proto) -> Proto {
-        match p {
-            palisade_policy::Proto::Tcp => Proto::Tcp,
-            palisade_policy::Proto::Udp => Proto::Udp,
-        }
-    }
-}
+/// TCP or UDP, as the policy names them.
+pub use palisade_policy::Proto;
 
 /// Reachability, as intended or as observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
