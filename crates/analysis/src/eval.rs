@@ -404,42 +404,54 @@ fn through(
     let Some(chain) = t.chain(hook) else {
         return paths;
     };
+    let policy = chain.policy.as_deref().unwrap_or("ACCEPT");
+    // An ACCEPT policy of raw, mangle or nat decides nothing worth showing.
+    let shown = (table == "filter" || policy != "ACCEPT").then(|| Hit {
+        table: table.into(),
+        chain: hook.into(),
+        line: chain.line,
+        text: format!(":{hook} {policy}"),
+        effect: format!("policy {}", policy.to_ascii_lowercase()),
+        maybe: false,
+    });
     let mut out = Vec::new();
     for p in paths {
-        for (end, mut path) in walk(dump, host, table, hook, p, 0) {
-            let end = match end {
-                End::Return => {
-                    let policy = chain.policy.as_deref().unwrap_or("ACCEPT");
-                    // An ACCEPT policy of raw, mangle or nat decides nothing
-                    // worth showing.
-                    let shown = table == "filter" || policy != "ACCEPT";
-                    if shown {
-                        path.trail.push(Hit {
-                            table: table.into(),
-                            chain: hook.into(),
-                            line: chain.line,
-                            text: format!(":{hook} {policy}"),
-                            effect: format!("policy {}", policy.to_ascii_lowercase()),
-                            maybe: false,
-                        });
-                    }
-                    if policy == "DROP" {
-                        End::Drop
-                    } else {
-                        End::Accept
-                    }
-                }
-                e => e,
-            };
-            settle(end, path, &mut out, finished);
+        for (end, path) in walk(dump, host, table, hook, p, 0) {
+            settle(
+                end,
+                path,
+                policy == "DROP",
+                shown.as_ref(),
+                &mut out,
+                finished,
+            );
         }
     }
     dedupe(out)
 }
 
-/// A path at the end of a base chain: dropped paths are finished, the
-/// others go on to the next chain.
-fn settle(end: End, path: Path, out: &mut Vec<Path>, finished: &mut Vec<(bool, Path)>) {
+/// A path at the end of a base chain. Falling off the end applies the
+/// chain's policy (`policy_hit` records it on the trail); dropped paths are
+/// finished, the others go on to the next chain.
+fn settle(
+    end: End,
+    mut path: Path,
+    drop_policy: bool,
+    policy_hit: Option<&Hit>,
+    out: &mut Vec<Path>,
+    finished: &mut Vec<(bool, Path)>,
+) {
+    let end = match end {
+        End::Return => {
+            path.trail.extend(policy_hit.cloned());
+            if drop_policy {
+                End::Drop
+            } else {
+                End::Accept
+            }
+        }
+        e => e,
+    };
     match end {
         End::Drop => finished.push((false, path)),
         _ => out.push(path),
@@ -981,28 +993,25 @@ fn through_nft(
     paths: Vec<Path>,
     finished: &mut Vec<(bool, Path)>,
 ) -> Vec<Path> {
+    let hit = Hit {
+        table: format!("{} {}", chain.family, chain.table),
+        chain: chain.name.clone(),
+        line: 0,
+        text: "(end of the chain)".into(),
+        effect: format!("policy {}", chain.policy),
+        maybe: false,
+    };
     let mut out = Vec::new();
     for p in paths {
-        for (end, mut path) in walk_nft(fw, host, chain, p, 0) {
-            let end = match end {
-                End::Return => {
-                    path.trail.push(Hit {
-                        table: format!("{} {}", chain.family, chain.table),
-                        chain: chain.name.clone(),
-                        line: 0,
-                        text: "(end of the chain)".into(),
-                        effect: format!("policy {}", chain.policy),
-                        maybe: false,
-                    });
-                    if chain.policy == "drop" {
-                        End::Drop
-                    } else {
-                        End::Accept
-                    }
-                }
-                e => e,
-            };
-            settle(end, path, &mut out, finished);
+        for (end, path) in walk_nft(fw, host, chain, p, 0) {
+            settle(
+                end,
+                path,
+                chain.policy == "drop",
+                Some(&hit),
+                &mut out,
+                finished,
+            );
         }
     }
     dedupe(out)

@@ -71,12 +71,7 @@ fn verify_reports_a_table_that_differs() {
     }
     let ns = netns();
     let dir = tempfile::tempdir().unwrap();
-    let opts = options(
-        small_policy(),
-        &ns,
-        dir.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let opts = small_options(&ns, dir.path());
     apply::apply(&opts).expect("apply");
 
     // Someone removes a rule behind palisade's back.
@@ -115,12 +110,7 @@ fn broken_script_leaves_previous_table_unchanged() {
     }
     let ns = netns();
     let dir = tempfile::tempdir().unwrap();
-    let opts = options(
-        small_policy(),
-        &ns,
-        dir.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let opts = small_options(&ns, dir.path());
     apply::apply(&opts).expect("apply");
     let before = opts.nft.list_table().unwrap().unwrap();
 
@@ -143,12 +133,7 @@ fn unconfirmed_apply_rolls_back_to_absent() {
     }
     let ns = netns();
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = options(
-        small_policy(),
-        &ns,
-        dir.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let mut opts = small_options(&ns, dir.path());
     opts.confirm_within = Some(Duration::from_secs(2));
 
     let report = apply::apply(&opts).expect("apply");
@@ -233,12 +218,7 @@ fn confirmed_apply_stays() {
     }
     let ns = netns();
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = options(
-        small_policy(),
-        &ns,
-        dir.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let mut opts = small_options(&ns, dir.path());
     opts.confirm_within = Some(Duration::from_secs(2));
 
     let report = apply::apply(&opts).expect("apply");
@@ -266,12 +246,7 @@ fn rollback_restores_now() {
     }
     let ns = netns();
     let dir = tempfile::tempdir().unwrap();
-    let first = options(
-        small_policy(),
-        &ns,
-        dir.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let first = small_options(&ns, dir.path());
     apply::apply(&first).expect("first apply");
     let previous = first.nft.list_table_stateless().unwrap().unwrap();
 
@@ -303,12 +278,7 @@ fn rollback_restores_now() {
     // Rollback to "absent" too, in a fresh namespace and state dir.
     let ns2 = netns();
     let dir2 = tempfile::tempdir().unwrap();
-    let mut only = options(
-        small_policy(),
-        &ns2,
-        dir2.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let mut only = small_options(&ns2, dir2.path());
     only.confirm_within = Some(Duration::from_secs(60));
     let pending = apply::apply(&only).expect("apply").pending.unwrap();
     let rolled = apply::rollback(dir2.path(), &only.nft).expect("rollback");
@@ -325,12 +295,7 @@ fn dry_run_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
 
     // Against no table: the whole table is new.
-    let mut dry = options(
-        small_policy(),
-        &ns,
-        dir.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let mut dry = small_options(&ns, dir.path());
     dry.dry_run = true;
     let report = apply::apply(&dry).expect("dry run");
     assert!(
@@ -342,12 +307,7 @@ fn dry_run_changes_nothing() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
     // Against a loaded table: only the changed element, nothing applied.
-    let real = options(
-        small_policy(),
-        &ns,
-        dir.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let real = small_options(&ns, dir.path());
     apply::apply(&real).expect("apply");
     let before = real.nft.list_table().unwrap().unwrap();
     let files = std::fs::read_dir(dir.path()).unwrap().count();
@@ -378,12 +338,7 @@ fn dry_run_changes_nothing() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), files);
 
     // The same policy again: no change at all.
-    let mut same = options(
-        small_policy(),
-        &ns,
-        dir.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let mut same = small_options(&ns, dir.path());
     same.dry_run = true;
     assert_eq!(apply::apply(&same).expect("dry run").diff, "");
 }
@@ -395,12 +350,7 @@ fn ssh_session_is_never_cut() {
     }
     let ns = netns();
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = options(
-        small_policy(),
-        &ns,
-        dir.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let mut opts = small_options(&ns, dir.path());
 
     // A stranger's session: refused, nothing loaded.
     opts.ssh = SshSession::parse("203.0.113.77 50000 192.0.2.1 22");
@@ -457,12 +407,7 @@ fn bans_survive_an_apply() {
     }
     let ns = netns();
     let dir = tempfile::tempdir().unwrap();
-    let opts = options(
-        small_policy(),
-        &ns,
-        dir.path(),
-        resolution("web", "203.0.113.8"),
-    );
+    let opts = small_options(&ns, dir.path());
     apply::apply(&opts).expect("apply");
     opts.nft
         .run(

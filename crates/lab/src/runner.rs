@@ -56,14 +56,7 @@ impl Server {
         for b in bind {
             args.extend(["--bind".into(), b.to_string()]);
         }
-        let mut c = place.command(exe, &args);
-        let line = shown(&c);
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start `{line}`"))?;
+        let (mut child, line) = spawn_agent(exe, place, &args)?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
@@ -249,6 +242,24 @@ fn failed(id: usize, why: &str) -> ProbeReply {
     }
 }
 
+/// Starts `exe args` at `place` with all three standard streams piped;
+/// returns the child and the command line, for messages.
+fn spawn_agent(
+    exe: &Path,
+    place: &Place,
+    args: &[String],
+) -> Result<(std::process::Child, String)> {
+    let mut c = place.command(exe, args);
+    let line = shown(&c);
+    let child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    Ok((child, line))
+}
+
 fn spawn_prober(
     exe: &Path,
     place: &Place,
@@ -264,14 +275,7 @@ fn spawn_prober(
         "--timeout-ms".into(),
         timeout.as_millis().to_string(),
     ];
-    let mut c = place.command(exe, &args);
-    let line = shown(&c);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start `{line}`"))?;
+    let (mut child, _) = spawn_agent(exe, place, &args)?;
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();

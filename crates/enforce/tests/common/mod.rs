@@ -119,3 +119,14 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Options for the small policy with `web` at 203.0.113.8, the setup most
+/// tests start from.
+pub fn small_options(ns: &Netns, state_dir: &Path) -> ApplyOptions {
+    options(
+        small_policy(),
+        ns,
+        state_dir,
+        resolution("web", "203.0.113.8"),
+    )
+}
